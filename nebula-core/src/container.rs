@@ -220,6 +220,7 @@ mod tests {
             incarnation: 1,
             restart_generation: 0,
             restart_mode: crate::model::RestartMode::AsConfigured,
+            prune_generation: 0,
             spec,
         }
     }

@@ -1,0 +1,432 @@
+//! The manager service: app commands -> Store (compare-and-swap) -> Bus.
+//!
+//! # Guarantees
+//! - Nothing is stored when validation fails.
+//! - Every acknowledged change gets its own `app_id` (+1 per change, never skipped or repeated,
+//!   whatever number of managers share the store): writes are compare-and-swap on the store
+//!   revision and retried on conflict.
+//! - The full new document is published after it is stored; a lost publish only delays
+//!   workers until their next check-in.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+
+use crate::bus::{Bus, BusMessage};
+use crate::model::{App, AppName, AppSpec, ContainersPer, RestartMode, RolloutPolicy, StartingPort};
+use crate::store::{Collection, Expect, Store, StoreError, Stored};
+use crate::validate::{self, FieldError};
+use crate::worker::{DesiredSource, Selection, SourceError};
+
+/// How many times a write is retried when another manager changed the document meanwhile.
+const CAS_ATTEMPTS: usize = 32;
+
+/// Why a command failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ManagerError {
+    /// Create of an app that exists.
+    #[error("app exists")]
+    AppExists,
+    /// Any command on an app that does not exist.
+    #[error("app does not exist")]
+    AppNotFound,
+    /// Restart or roll of a stopped app.
+    #[error("app is not running")]
+    NotRunning,
+    /// The input broke validation rules; nothing was stored.
+    #[error("invalid input: {}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    Invalid(Vec<FieldError>),
+    /// The document kept changing under this write.
+    #[error("too many concurrent writes to the same app; try again")]
+    Contended,
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A partial update: only the fields given change (the whitelist of PUT/PATCH `/update`).
+#[derive(Clone, Debug, Default, PartialEq)]
+#[allow(missing_docs)]
+pub struct AppPatch {
+    pub docker_image: Option<String>,
+    pub starting_ports: Option<Vec<StartingPort>>,
+    pub containers_per: Option<ContainersPer>,
+    pub env_vars: Option<BTreeMap<String, String>>,
+    pub running: Option<bool>,
+    pub networks: Option<Vec<String>>,
+    pub volumes: Option<Vec<String>>,
+    pub devices: Option<Vec<String>>,
+    pub privileged: Option<bool>,
+    pub rolling_restart: Option<bool>,
+    pub memory_limit_mb: Option<Option<u64>>,
+    pub cpu_limit: Option<Option<f64>>,
+    pub run_command: Option<Option<Vec<String>>>,
+    pub entrypoint: Option<Option<Vec<String>>>,
+    pub rollout: Option<RolloutPolicy>,
+}
+
+impl AppPatch {
+    /// Whether the patch changes nothing.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// Applies the patch to a spec.
+    pub fn apply(self, spec: &mut AppSpec) {
+        macro_rules! set {
+            ($($f:ident),*) => { $( if let Some(v) = self.$f { spec.$f = v; } )* };
+        }
+        set!(
+            docker_image,
+            starting_ports,
+            containers_per,
+            env_vars,
+            running,
+            networks,
+            volumes,
+            devices,
+            privileged,
+            rolling_restart,
+            memory_limit_mb,
+            cpu_limit,
+            run_command,
+            entrypoint,
+            rollout
+        );
+    }
+}
+
+/// The manager: validates, stores and publishes app commands.
+#[derive(Clone)]
+pub struct Manager {
+    store: Arc<dyn Store>,
+    bus: Option<Arc<dyn Bus>>,
+}
+
+impl std::fmt::Debug for Manager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Manager").field("bus", &self.bus.is_some()).finish_non_exhaustive()
+    }
+}
+
+fn decode(stored: &Stored) -> Result<App, ManagerError> {
+    serde_json::from_value(stored.doc.clone()).map_err(|e| StoreError::Corrupt(e.to_string()).into())
+}
+
+fn encode(app: &App) -> Result<serde_json::Value, ManagerError> {
+    serde_json::to_value(app).map_err(|e| StoreError::Corrupt(e.to_string()).into())
+}
+
+fn new_incarnation() -> u64 {
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(1, |d| d.as_nanos());
+    u64::try_from(nanos).unwrap_or(u64::MAX).max(1)
+}
+
+impl Manager {
+    /// A manager over `store`, publishing to `bus` when there is one.
+    #[must_use]
+    pub fn new(store: Arc<dyn Store>, bus: Option<Arc<dyn Bus>>) -> Self {
+        Self { store, bus }
+    }
+
+    /// The store, for health checks.
+    #[must_use]
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    async fn publish(&self, message: BusMessage) {
+        if let Some(bus) = &self.bus
+            && let Err(error) = bus.publish(&message).await
+        {
+            tracing::warn!(app = %message.app_name(), %error, "publish failed; workers will pick the change up at check-in");
+        }
+    }
+
+    /// Every app name, sorted.
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn list_apps(&self) -> Result<Vec<AppName>, ManagerError> {
+        Ok(self.list_full().await?.into_iter().map(|a| a.app_name).collect())
+    }
+
+    /// Every app document, sorted by name.
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn list_full(&self) -> Result<Vec<App>, ManagerError> {
+        self.store.list(Collection::Apps).await?.iter().map(|(_, s)| decode(s)).collect()
+    }
+
+    /// One app.
+    ///
+    /// # Errors
+    /// [`ManagerError::AppNotFound`], store failures.
+    pub async fn get_app(&self, name: &AppName) -> Result<App, ManagerError> {
+        let stored = self.store.get(Collection::Apps, name.as_str()).await?.ok_or(ManagerError::AppNotFound)?;
+        decode(&stored)
+    }
+
+    /// Creates an app at `app_id` 1 with a new incarnation.
+    ///
+    /// # Errors
+    /// [`ManagerError::Invalid`], [`ManagerError::AppExists`], store failures.
+    pub async fn create_app(&self, name: AppName, spec: AppSpec) -> Result<App, ManagerError> {
+        validate::spec(&spec).map_err(ManagerError::Invalid)?;
+        let app = App {
+            app_name: name,
+            app_id: 1,
+            incarnation: new_incarnation(),
+            restart_generation: 0,
+            restart_mode: RestartMode::AsConfigured,
+            prune_generation: 0,
+            spec,
+        };
+        match self.store.put(Collection::Apps, app.app_name.as_str(), &encode(&app)?, Expect::Absent).await {
+            Ok(_) => {}
+            Err(StoreError::Conflict { .. }) => return Err(ManagerError::AppExists),
+            Err(e) => return Err(e.into()),
+        }
+        tracing::info!(app = %app.app_name, "app created");
+        self.publish(BusMessage::AppChanged { app: app.clone() }).await;
+        Ok(app)
+    }
+
+    /// Deletes an app; workers remove its containers.
+    ///
+    /// # Errors
+    /// [`ManagerError::AppNotFound`], store failures.
+    pub async fn delete_app(&self, name: &AppName) -> Result<(), ManagerError> {
+        for _ in 0..CAS_ATTEMPTS {
+            let stored = self.store.get(Collection::Apps, name.as_str()).await?.ok_or(ManagerError::AppNotFound)?;
+            let app = decode(&stored)?;
+            match self.store.delete(Collection::Apps, name.as_str(), stored.rev).await {
+                Ok(()) => {
+                    tracing::info!(app = %name, "app deleted");
+                    self.publish(BusMessage::AppDeleted { app_name: name.clone(), incarnation: app.incarnation })
+                        .await;
+                    return Ok(());
+                }
+                Err(StoreError::Conflict { found: None }) => return Err(ManagerError::AppNotFound),
+                Err(StoreError::Conflict { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(ManagerError::Contended)
+    }
+
+    /// Read-modify-write with compare-and-swap: `change` edits the app (and may refuse); the
+    /// result is validated, gets `app_id + 1`, is stored and published.
+    async fn modify(
+        &self,
+        name: &AppName,
+        mut change: impl FnMut(&mut App) -> Result<(), ManagerError>,
+    ) -> Result<App, ManagerError> {
+        for _ in 0..CAS_ATTEMPTS {
+            let stored = self.store.get(Collection::Apps, name.as_str()).await?.ok_or(ManagerError::AppNotFound)?;
+            let mut app = decode(&stored)?;
+            change(&mut app)?;
+            validate::spec(&app.spec).map_err(ManagerError::Invalid)?;
+            app.app_id += 1;
+            match self.store.put(Collection::Apps, name.as_str(), &encode(&app)?, Expect::Rev(stored.rev)).await {
+                Ok(_) => {
+                    tracing::info!(app = %name, app_id = app.app_id, "app changed");
+                    self.publish(BusMessage::AppChanged { app: app.clone() }).await;
+                    return Ok(app);
+                }
+                Err(StoreError::Conflict { found: None }) => return Err(ManagerError::AppNotFound),
+                Err(StoreError::Conflict { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(ManagerError::Contended)
+    }
+
+    /// Sets `running: false`; workers remove the app's containers.
+    ///
+    /// # Errors
+    /// [`ManagerError::AppNotFound`], store failures.
+    pub async fn stop_app(&self, name: &AppName) -> Result<App, ManagerError> {
+        self.modify(name, |app| {
+            app.spec.running = false;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Sets `running: true`. Starting an app that runs restarts it, as the original did.
+    ///
+    /// # Errors
+    /// [`ManagerError::AppNotFound`], store failures.
+    pub async fn start_app(&self, name: &AppName) -> Result<App, ManagerError> {
+        self.modify(name, |app| {
+            if app.spec.running {
+                app.restart_generation += 1;
+                app.restart_mode = RestartMode::AsConfigured;
+            }
+            app.spec.running = true;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Replaces every container (pulling the image first); `rolling` forces waves for this
+    /// restart whatever `rolling_restart` says (v1 `/roll`).
+    ///
+    /// # Errors
+    /// [`ManagerError::NotRunning`], [`ManagerError::AppNotFound`], store failures.
+    pub async fn restart_app(&self, name: &AppName, rolling: bool) -> Result<App, ManagerError> {
+        self.modify(name, |app| {
+            if !app.spec.running {
+                return Err(ManagerError::NotRunning);
+            }
+            app.restart_generation += 1;
+            app.restart_mode = if rolling { RestartMode::Rolling } else { RestartMode::AsConfigured };
+            Ok(())
+        })
+        .await
+    }
+
+    /// Asks the workers running the app to remove unused images (v1 per-app prune).
+    ///
+    /// # Errors
+    /// [`ManagerError::AppNotFound`], store failures.
+    pub async fn prune_app(&self, name: &AppName) -> Result<App, ManagerError> {
+        self.modify(name, |app| {
+            app.prune_generation += 1;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Replaces the whole spec (POST `/update`).
+    ///
+    /// # Errors
+    /// [`ManagerError::Invalid`], [`ManagerError::AppNotFound`], store failures.
+    pub async fn update_app(&self, name: &AppName, spec: AppSpec) -> Result<App, ManagerError> {
+        self.modify(name, |app| {
+            app.spec = spec.clone();
+            app.restart_mode = RestartMode::AsConfigured;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Changes only the fields given (PUT/PATCH `/update`).
+    ///
+    /// # Errors
+    /// [`ManagerError::Invalid`] (also for an empty patch), [`ManagerError::AppNotFound`],
+    /// store failures.
+    pub async fn patch_app(&self, name: &AppName, patch: AppPatch) -> Result<App, ManagerError> {
+        if patch.is_empty() {
+            return Err(ManagerError::Invalid(vec![FieldError::new("body", "must set at least one field")]));
+        }
+        self.modify(name, |app| {
+            patch.clone().apply(&mut app.spec);
+            app.restart_mode = RestartMode::AsConfigured;
+            Ok(())
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl DesiredSource for Manager {
+    async fn fetch(&self, selection: &Selection) -> Result<Vec<App>, SourceError> {
+        let all = self.list_full().await.map_err(|e| SourceError::Unavailable(e.to_string()))?;
+        Ok(all.into_iter().filter(|a| selection.includes(&a.app_name)).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bus::{InProcessBus, Topic};
+    use crate::testing::InMemoryStore;
+
+    fn manager() -> (Manager, InProcessBus) {
+        let bus = InProcessBus::new();
+        (Manager::new(Arc::new(InMemoryStore::new()), Some(Arc::new(bus.clone()))), bus)
+    }
+
+    fn name(s: &str) -> AppName {
+        AppName::parse(s).unwrap()
+    }
+
+    #[tokio::test]
+    async fn versions_rise_by_one_per_change_and_restart_needs_running() {
+        let (m, _) = manager();
+        let app = m.create_app(name("site"), AppSpec::with_image("site")).await.unwrap();
+        assert_eq!(app.app_id, 1);
+        assert!(matches!(m.create_app(name("site"), AppSpec::with_image("x")).await, Err(ManagerError::AppExists)));
+        assert_eq!(m.stop_app(&name("site")).await.unwrap().app_id, 2);
+        assert!(matches!(m.restart_app(&name("site"), false).await, Err(ManagerError::NotRunning)));
+        let started = m.start_app(&name("site")).await.unwrap();
+        assert_eq!((started.app_id, started.restart_generation), (3, 0));
+        let restarted = m.restart_app(&name("site"), true).await.unwrap();
+        assert_eq!((restarted.app_id, restarted.restart_generation), (4, 1));
+        assert_eq!(restarted.restart_mode, RestartMode::Rolling);
+        let patched = m
+            .patch_app(&name("site"), AppPatch { privileged: Some(true), ..AppPatch::default() })
+            .await
+            .unwrap();
+        assert_eq!((patched.app_id, patched.restart_mode), (5, RestartMode::AsConfigured));
+        assert!(patched.spec.privileged);
+    }
+
+    #[tokio::test]
+    async fn invalid_changes_store_nothing() {
+        let (m, _) = manager();
+        let mut bad = AppSpec::with_image("site");
+        bad.networks = vec![];
+        assert!(matches!(m.create_app(name("a"), bad).await, Err(ManagerError::Invalid(_))));
+        assert!(matches!(m.get_app(&name("a")).await, Err(ManagerError::AppNotFound)));
+        m.create_app(name("a"), AppSpec::with_image("site")).await.unwrap();
+        let patch = AppPatch { docker_image: Some("BAD".into()), ..AppPatch::default() };
+        assert!(matches!(m.patch_app(&name("a"), patch).await, Err(ManagerError::Invalid(_))));
+        assert!(matches!(m.patch_app(&name("a"), AppPatch::default()).await, Err(ManagerError::Invalid(_))));
+        assert_eq!(m.get_app(&name("a")).await.unwrap().app_id, 1);
+    }
+
+    #[tokio::test]
+    async fn recreate_gets_a_new_incarnation_and_changes_are_published() {
+        let (m, bus) = manager();
+        let mut sub = bus.subscribe(&[Topic::AllApps]).await.unwrap();
+        let first = m.create_app(name("a"), AppSpec::with_image("site")).await.unwrap();
+        m.delete_app(&name("a")).await.unwrap();
+        assert!(matches!(m.delete_app(&name("a")).await, Err(ManagerError::AppNotFound)));
+        let second = m.create_app(name("a"), AppSpec::with_image("site")).await.unwrap();
+        assert!(second.revision() > first.revision());
+        assert!(matches!(sub.next().await.unwrap().message, BusMessage::AppChanged { .. }));
+        assert!(matches!(sub.next().await.unwrap().message, BusMessage::AppDeleted { incarnation, .. } if incarnation == first.incarnation));
+        assert!(matches!(sub.next().await.unwrap().message, BusMessage::AppChanged { app } if app == second));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_updates_never_skip_or_repeat_an_app_id() {
+        let store: Arc<dyn Store> = Arc::new(InMemoryStore::new());
+        let a = Manager::new(store.clone(), None);
+        let b = Manager::new(store, None);
+        a.create_app(name("a"), AppSpec::with_image("site")).await.unwrap();
+        let mut tasks = Vec::new();
+        for i in 0..20 {
+            let m = if i % 2 == 0 { a.clone() } else { b.clone() };
+            tasks.push(tokio::spawn(async move {
+                let mut env = BTreeMap::new();
+                env.insert("I".to_owned(), i.to_string());
+                m.patch_app(&name("a"), AppPatch { env_vars: Some(env), ..AppPatch::default() }).await.unwrap().app_id
+            }));
+        }
+        let mut ids = Vec::new();
+        for t in tasks {
+            ids.push(t.await.unwrap());
+        }
+        ids.sort_unstable();
+        assert_eq!(ids, (2..=21).collect::<Vec<u64>>());
+    }
+}

@@ -311,6 +311,9 @@ pub struct App {
     /// How the replacement asked by the last restart rolls out.
     #[serde(default)]
     pub restart_mode: RestartMode,
+    /// Bumped by the v1 per-app prune: workers running the app remove unused images.
+    #[serde(default)]
+    pub prune_generation: u64,
     /// The user's fields.
     #[serde(flatten)]
     pub spec: AppSpec,
@@ -347,6 +350,7 @@ mod tests {
             incarnation: 7,
             restart_generation: 1,
             restart_mode: RestartMode::Rolling,
+            prune_generation: 0,
             spec,
         };
         let json = serde_json::to_value(&app).unwrap();

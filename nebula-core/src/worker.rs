@@ -1,0 +1,504 @@
+//! The worker service: keeps one host's containers equal to the desired state.
+//!
+//! The loop is level-triggered. Every event (a bus message, a check-in tick, a rollout
+//! requeue) ends in the same [`Worker::reconcile`]: list the containers, plan each app with the
+//! pure planner, execute the plans with bounded parallelism.
+//!
+//! # Guarantees
+//! - Nothing is removed before the first successful sync: a worker that cannot reach its
+//!   manager keeps what runs.
+//! - Containers that match the desired state are adopted, never recreated (no clean slate at
+//!   boot, unlike the original).
+//! - A bus message is acknowledged only after the reconcile it triggered has run.
+//! - A message or sync reply older than what the worker holds (by incarnation, then version)
+//!   is ignored.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use futures::future::join_all;
+use rand::Rng;
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+
+use crate::bus::{Bus, BusMessage, Delivery, Subscription, Topic};
+use crate::container::{
+    LABEL_CONTAINER_TYPE, LABEL_ORCHESTRATOR, LABEL_SPEC_HASH, ORCHESTRATOR, ObservedContainer,
+};
+use crate::model::{App, AppName};
+use crate::plan::{Action, AppPlan, Pull, plan_app, plan_removal};
+use crate::runtime::{RegistryAuth, Runtime, RuntimeError};
+use crate::schedule::HostResources;
+
+/// Which apps this worker runs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Selection {
+    /// Every app (the single-process mode).
+    All,
+    /// The apps named (v1 `APP_NAME`).
+    Apps(Vec<AppName>),
+}
+
+impl Selection {
+    /// Whether the worker is responsible for `app`.
+    #[must_use]
+    pub fn includes(&self, app: &AppName) -> bool {
+        match self {
+            Self::All => true,
+            Self::Apps(names) => names.contains(app),
+        }
+    }
+
+    fn topics(&self) -> Vec<Topic> {
+        match self {
+            Self::All => vec![Topic::AllApps],
+            Self::Apps(names) => names.iter().cloned().map(Topic::App).collect(),
+        }
+    }
+}
+
+/// Why the desired state could not be fetched.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SourceError {
+    /// The manager cannot be reached or failed; try again later.
+    #[error("manager unavailable: {0}")]
+    Unavailable(String),
+    /// The manager refused the worker's credentials.
+    #[error("manager refused the credentials: {0}")]
+    Unauthorized(String),
+}
+
+/// Where a worker reads the whole desired state: the manager's HTTP API, or the manager
+/// itself in the single-process mode.
+#[async_trait]
+pub trait DesiredSource: Send + Sync + 'static {
+    /// Every selected app that exists.
+    async fn fetch(&self, selection: &Selection) -> Result<Vec<App>, SourceError>;
+}
+
+/// The worker's knobs.
+#[derive(Clone, Debug)]
+pub struct WorkerConfig {
+    /// Which apps to run.
+    pub selection: Selection,
+    /// How often the whole desired state is fetched (the original's check-in, 30 s).
+    pub check_in: Duration,
+    /// How often the host is reconciled between check-ins (drift and health; 10 s).
+    pub reconcile_every: Duration,
+    /// A change that replaces containers waits a random time up to this (a fleet does not
+    /// pull all at once).
+    pub max_restart_wait: Duration,
+    /// How long a stopped container gets before it is killed.
+    pub stop_grace: Duration,
+    /// How many container operations run at once.
+    pub parallelism: usize,
+    /// Credentials for pulls.
+    pub registry_auth: Option<RegistryAuth>,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        Self {
+            selection: Selection::All,
+            check_in: Duration::from_secs(30),
+            reconcile_every: Duration::from_secs(10),
+            max_restart_wait: Duration::ZERO,
+            stop_grace: Duration::from_secs(5),
+            parallelism: 16,
+            registry_auth: None,
+        }
+    }
+}
+
+/// What one reconcile did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Outcome {
+    /// Actions that succeeded.
+    pub done: usize,
+    /// What failed, one line per failure.
+    pub errors: Vec<String>,
+    /// Plan again after this long (a rollout or a restart wait is in progress).
+    pub requeue_after: Option<Duration>,
+}
+
+/// The worker: desired state held in memory, one host's runtime.
+pub struct Worker {
+    runtime: Arc<dyn Runtime>,
+    source: Arc<dyn DesiredSource>,
+    bus: Option<Arc<dyn Bus>>,
+    config: WorkerConfig,
+    desired: BTreeMap<AppName, App>,
+    /// Deleted incarnations: a late `AppChanged` of a deleted app must not resurrect it.
+    deleted: BTreeMap<AppName, u64>,
+    synced: bool,
+    host: Option<HostResources>,
+    /// A changed app may not replace containers before this instant (restart wait).
+    hold_until: BTreeMap<AppName, Instant>,
+    pruned: BTreeMap<AppName, u64>,
+}
+
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker")
+            .field("config", &self.config)
+            .field("apps", &self.desired.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+impl Worker {
+    /// A worker that has not synced yet.
+    #[must_use]
+    pub fn new(
+        runtime: Arc<dyn Runtime>,
+        source: Arc<dyn DesiredSource>,
+        bus: Option<Arc<dyn Bus>>,
+        config: WorkerConfig,
+    ) -> Self {
+        Self {
+            runtime,
+            source,
+            bus,
+            config,
+            desired: BTreeMap::new(),
+            deleted: BTreeMap::new(),
+            synced: false,
+            host: None,
+            hold_until: BTreeMap::new(),
+            pruned: BTreeMap::new(),
+        }
+    }
+
+    /// The apps held, as last applied.
+    #[must_use]
+    pub fn desired(&self) -> &BTreeMap<AppName, App> {
+        &self.desired
+    }
+
+    fn restart_wait(&self) -> Duration {
+        let max = self.config.max_restart_wait;
+        if max.is_zero() {
+            return Duration::ZERO;
+        }
+        let millis = u64::try_from(max.as_millis()).unwrap_or(u64::MAX);
+        Duration::from_millis(rand::rng().random_range(0..=millis))
+    }
+
+    /// Takes `app` if it is newer than what is held; returns whether it was taken.
+    fn accept(&mut self, app: App) -> bool {
+        if !self.config.selection.includes(&app.app_name) {
+            return false;
+        }
+        if self.deleted.get(&app.app_name).is_some_and(|inc| app.incarnation <= *inc) {
+            return false;
+        }
+        let held = self.desired.get(&app.app_name);
+        if held.is_some_and(|h| h.revision() >= app.revision()) {
+            return false;
+        }
+        let first_sight = held.is_none() && !self.synced;
+        let wait = if first_sight { Duration::ZERO } else { self.restart_wait() };
+        if !wait.is_zero() {
+            self.hold_until.insert(app.app_name.clone(), Instant::now() + wait);
+        }
+        if first_sight || !self.pruned.contains_key(&app.app_name) {
+            self.pruned.insert(app.app_name.clone(), app.prune_generation);
+        }
+        self.desired.insert(app.app_name.clone(), app);
+        true
+    }
+
+    /// Applies one bus message; returns whether anything changed.
+    pub fn apply(&mut self, message: BusMessage) -> bool {
+        match message {
+            BusMessage::AppChanged { app } => self.accept(app),
+            BusMessage::AppDeleted { app_name, incarnation } => {
+                let entry = self.deleted.entry(app_name.clone()).or_insert(incarnation);
+                *entry = (*entry).max(incarnation);
+                match self.desired.get(&app_name) {
+                    Some(held) if held.incarnation <= incarnation => {
+                        self.desired.remove(&app_name);
+                        true
+                    }
+                    _ => false,
+                }
+            }
+        }
+    }
+
+    /// Fetches the whole desired state and takes what is newer; apps gone from the reply
+    /// are dropped. Returns whether anything changed.
+    ///
+    /// # Errors
+    /// The source's, when the manager cannot be reached (nothing changes then).
+    pub async fn sync(&mut self) -> Result<bool, SourceError> {
+        let apps = self.source.fetch(&self.config.selection).await?;
+        let names: BTreeSet<AppName> = apps.iter().map(|a| a.app_name.clone()).collect();
+        let mut changed = false;
+        for app in apps {
+            changed |= self.accept(app);
+        }
+        let gone: Vec<AppName> = self.desired.keys().filter(|n| !names.contains(*n)).cloned().collect();
+        for name in gone {
+            if let Some(app) = self.desired.remove(&name) {
+                self.deleted.insert(name, app.incarnation);
+                changed = true;
+            }
+        }
+        self.synced = true;
+        Ok(changed)
+    }
+
+    async fn host(&mut self) -> Result<HostResources, RuntimeError> {
+        if let Some(h) = self.host {
+            return Ok(h);
+        }
+        let h = self.runtime.host().await?;
+        self.host = Some(h);
+        Ok(h)
+    }
+
+    /// Plans every app against the containers on the host and executes the plans.
+    pub async fn reconcile(&mut self) -> Outcome {
+        let mut outcome = Outcome::default();
+        if !self.synced {
+            return outcome;
+        }
+        let host = match self.host().await {
+            Ok(h) => h,
+            Err(e) => {
+                outcome.errors.push(format!("host resources: {e}"));
+                return outcome;
+            }
+        };
+        let observed = match self.runtime.list(&[(LABEL_ORCHESTRATOR, ORCHESTRATOR), (LABEL_CONTAINER_TYPE, "app")]).await
+        {
+            Ok(list) => list,
+            Err(e) => {
+                outcome.errors.push(format!("list containers: {e}"));
+                return outcome;
+            }
+        };
+        let mut by_app: BTreeMap<String, Vec<&ObservedContainer>> = BTreeMap::new();
+        for c in &observed {
+            if let Some(app) = c.app_name() {
+                by_app.entry(app.to_owned()).or_default().push(c);
+            }
+        }
+        let now = unix_now();
+        let instant = Instant::now();
+        let mut plans: Vec<(String, AppPlan)> = Vec::new();
+        let mut requeue: Option<Duration> = None;
+        let mut prune = false;
+        for (name, app) in &self.desired {
+            let containers = by_app.remove(name.as_str()).unwrap_or_default();
+            let plan = plan_app(app, host, &containers, now);
+            for p in &plan.problems {
+                outcome.errors.push(p.clone());
+            }
+            if let Some(until) = self.hold_until.get(name).copied() {
+                let replaces = plan.actions.iter().any(|a| matches!(a, Action::Replace { .. }));
+                if until > instant && replaces {
+                    tracing::info!(app = %name, wait_ms = (until - instant).as_millis(), "restart wait before replacing containers");
+                    requeue = Some(requeue.map_or(until - instant, |r| r.min(until - instant)));
+                    continue;
+                }
+                self.hold_until.remove(name);
+            }
+            if let Some(secs) = plan.requeue_after_secs {
+                let d = Duration::from_secs(secs);
+                requeue = Some(requeue.map_or(d, |r| r.min(d)));
+            }
+            if app.spec.running && self.pruned.get(name).is_some_and(|g| *g < app.prune_generation) {
+                prune = true;
+                self.pruned.insert(name.clone(), app.prune_generation);
+            }
+            if !plan.is_empty() {
+                plans.push((name.to_string(), plan));
+            }
+        }
+        for (name, containers) in by_app {
+            let ours = match AppName::parse(&name) {
+                Ok(app) => self.config.selection.includes(&app),
+                Err(_) => self.config.selection == Selection::All,
+            };
+            if ours {
+                plans.push((name, plan_removal(&containers)));
+            }
+        }
+        outcome.requeue_after = requeue;
+        if !plans.is_empty() {
+            let sem = Semaphore::new(self.config.parallelism.max(1));
+            let (rt, config, sem) = (&*self.runtime, &self.config, &sem);
+            let results =
+                join_all(plans.iter().map(|(name, plan)| async move { (name, execute(rt, plan, config, sem).await) }))
+                    .await;
+            for (name, (done, errors)) in results {
+                outcome.done += done;
+                for e in errors {
+                    tracing::warn!(app = %name, error = %e, "reconcile step failed");
+                    outcome.errors.push(format!("{name}: {e}"));
+                }
+            }
+        }
+        if prune {
+            match self.runtime.prune_images().await {
+                Ok(n) => tracing::info!(images = n, "pruned unused images"),
+                Err(e) => outcome.errors.push(format!("prune images: {e}")),
+            }
+        }
+        if outcome.done > 0 || !outcome.errors.is_empty() {
+            tracing::info!(done = outcome.done, errors = outcome.errors.len(), "reconciled");
+        }
+        outcome
+    }
+
+    /// Runs until `shutdown` completes: sync at start and every check-in, follow the bus,
+    /// reconcile after every change and every `reconcile_every`.
+    pub async fn run(mut self, shutdown: impl std::future::Future<Output = ()> + Send) {
+        tokio::pin!(shutdown);
+        let mut subscription: Option<Subscription> = None;
+        let mut next_check_in = Instant::now();
+        let mut next_reconcile = Instant::now() + self.config.reconcile_every;
+        let mut resubscribe_at = Instant::now();
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            if subscription.is_none()
+                && let Some(bus) = self.bus.clone()
+                && Instant::now() >= resubscribe_at
+            {
+                match bus.subscribe(&self.config.selection.topics()).await {
+                    Ok(s) => {
+                        subscription = Some(s);
+                        backoff = Duration::from_millis(200);
+                        // Anything published while we were away is picked up by a full resync.
+                        next_check_in = Instant::now();
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, retry_in_ms = backoff.as_millis(), "bus subscribe failed");
+                        resubscribe_at = Instant::now() + backoff;
+                        backoff = (backoff * 2).min(Duration::from_secs(30));
+                    }
+                }
+            }
+            let event = tokio::select! {
+                () = &mut shutdown => break,
+                () = tokio::time::sleep_until(next_check_in) => Event::CheckIn,
+                () = tokio::time::sleep_until(next_reconcile) => Event::Reconcile,
+                d = next_delivery(subscription.as_mut()) => Event::Bus(d),
+                () = tokio::time::sleep_until(resubscribe_at), if subscription.is_none() && self.bus.is_some() => Event::Reconcile,
+            };
+            let mut ack = None;
+            match event {
+                Event::CheckIn => {
+                    next_check_in = Instant::now() + self.config.check_in;
+                    if let Err(e) = self.sync().await {
+                        tracing::warn!(error = %e, "sync failed; keeping what runs");
+                        continue;
+                    }
+                }
+                Event::Reconcile => {}
+                Event::Bus(Some(delivery)) => {
+                    self.apply(delivery.message.clone());
+                    ack = Some(delivery);
+                }
+                Event::Bus(None) => {
+                    tracing::warn!("bus subscription lost; resubscribing");
+                    subscription = None;
+                    resubscribe_at = Instant::now() + backoff;
+                    continue;
+                }
+            }
+            let outcome = self.reconcile().await;
+            if let Some(delivery) = ack
+                && let Err(e) = delivery.ack().await
+            {
+                tracing::warn!(error = %e, "ack failed; the message will come again");
+            }
+            let every = self.config.reconcile_every;
+            next_reconcile = Instant::now() + outcome.requeue_after.map_or(every, |r| r.min(every));
+        }
+        tracing::debug!("worker stopped");
+    }
+}
+
+enum Event {
+    CheckIn,
+    Reconcile,
+    Bus(Option<Delivery>),
+}
+
+async fn next_delivery(sub: Option<&mut Subscription>) -> Option<Delivery> {
+    match sub {
+        Some(s) => s.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Executes one app's plan: pull first (a failed pull touches nothing), then every action,
+/// at most `sem` at once. Returns the number of actions done and the errors.
+async fn execute(rt: &dyn Runtime, plan: &AppPlan, config: &WorkerConfig, sem: &Semaphore) -> (usize, Vec<String>) {
+    if let Some(image) = &plan.image {
+        let pull = match plan.pull {
+            Pull::Always => true,
+            Pull::IfMissing => !rt.has_image(image).await.unwrap_or(false),
+            Pull::Never => false,
+        };
+        if pull {
+            tracing::info!(%image, "pulling");
+            if let Err(e) = rt.pull(image, config.registry_auth.as_ref()).await {
+                let present = rt.has_image(image).await.unwrap_or(false);
+                let replaces = plan.actions.iter().any(|a| matches!(a, Action::Replace { .. }));
+                if !present || (plan.pull == Pull::Always && replaces) {
+                    return (0, vec![format!("pull {image}: {e}; nothing changed")]);
+                }
+                tracing::warn!(%image, error = %e, "pull failed; using the local copy");
+            }
+        }
+    }
+    let grace = config.stop_grace;
+    let results = join_all(plan.actions.iter().map(|action| async move {
+        let _permit = sem.acquire().await;
+        let result = match action {
+            Action::Create(spec) => rt.create(spec).await.map(drop),
+            Action::Start { id, .. } => rt.start(id).await,
+            Action::Restart { id, .. } => rt.restart(id).await,
+            Action::Remove { id, .. } => ignore_missing(rt.remove(id, grace).await),
+            Action::Replace { id, new, .. } => match ignore_missing(rt.remove(id, grace).await) {
+                Ok(()) => rt.create(new).await.map(drop),
+                Err(e) => Err(e),
+            },
+        };
+        result.map_err(|e| format!("{}: {e}", describe(action)))
+    }))
+    .await;
+    let done = results.iter().filter(|r| r.is_ok()).count();
+    (done, results.into_iter().filter_map(Result::err).collect())
+}
+
+fn ignore_missing(r: Result<(), RuntimeError>) -> Result<(), RuntimeError> {
+    match r {
+        Err(RuntimeError::NotFound(_)) => Ok(()),
+        other => other,
+    }
+}
+
+fn describe(action: &Action) -> String {
+    match action {
+        Action::Create(s) => format!("create {}", s.name),
+        Action::Start { name, .. } => format!("start {name}"),
+        Action::Restart { name, .. } => format!("restart {name}"),
+        Action::Replace { name, new, .. } => format!("replace {name} (spec {})", new.labels.get(LABEL_SPEC_HASH).map_or("", String::as_str)),
+        Action::Remove { name, .. } => format!("remove {name}"),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -21,6 +21,7 @@ fn app(count: u32, rolling: bool, wave: u32, min_healthy: u32) -> App {
         incarnation: 1,
         restart_generation: 0,
         restart_mode: RestartMode::AsConfigured,
+        prune_generation: 0,
         spec,
     }
 }

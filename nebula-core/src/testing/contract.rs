@@ -93,6 +93,7 @@ fn app(name: &str, app_id: u64) -> App {
         incarnation: 1,
         restart_generation: 0,
         restart_mode: RestartMode::AsConfigured,
+        prune_generation: 0,
         spec: AppSpec::with_image("busybox"),
     }
 }
