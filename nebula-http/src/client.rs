@@ -1,0 +1,112 @@
+//! The worker's side of the API: fetch the desired state from a manager over HTTP.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use nebula_core::model::{App, AppName};
+use nebula_core::worker::{DesiredSource, Selection, SourceError};
+use reqwest::StatusCode;
+
+/// How a worker authenticates to its manager.
+#[derive(Clone)]
+pub enum ClientAuth {
+    /// `NEBULA_MANAGER_AUTH_USER` / `NEBULA_MANAGER_AUTH_PASSWORD`.
+    Basic {
+        /// User.
+        user: String,
+        /// Password.
+        password: String,
+    },
+    /// `NEBULA_MANAGER_AUTH_TOKEN`.
+    Bearer(String),
+}
+
+impl std::fmt::Debug for ClientAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Basic { user, .. } => f.debug_struct("Basic").field("user", user).finish_non_exhaustive(),
+            Self::Bearer(_) => f.write_str("Bearer(<set>)"),
+        }
+    }
+}
+
+/// A [`DesiredSource`] reading `GET /api/v2/apps[/<app>]` of a manager.
+#[derive(Clone, Debug)]
+pub struct HttpSource {
+    base: String,
+    auth: Option<ClientAuth>,
+    client: reqwest::Client,
+}
+
+impl HttpSource {
+    /// A source for the manager at `base` (`http://host:port[/prefix]`).
+    ///
+    /// # Errors
+    /// When the HTTP client cannot be built.
+    pub fn new(base: &str, auth: Option<ClientAuth>, timeout: Duration) -> Result<Self, SourceError> {
+        let client = reqwest::Client::builder()
+            .timeout(timeout)
+            .build()
+            .map_err(|e| SourceError::Unavailable(e.to_string()))?;
+        Ok(Self { base: base.trim_end_matches('/').to_owned(), auth, client })
+    }
+
+    async fn get(&self, path: &str) -> Result<(StatusCode, serde_json::Value), SourceError> {
+        let mut req = self.client.get(format!("{}{path}", self.base));
+        req = match &self.auth {
+            Some(ClientAuth::Basic { user, password }) => req.basic_auth(user, Some(password)),
+            Some(ClientAuth::Bearer(token)) => req.bearer_auth(token),
+            None => req,
+        };
+        let resp = req.send().await.map_err(|e| SourceError::Unavailable(e.without_url().to_string()))?;
+        let status = resp.status();
+        if status == StatusCode::UNAUTHORIZED {
+            return Err(SourceError::Unauthorized(format!("{path}: 401")));
+        }
+        let body = resp.json().await.map_err(|e| SourceError::Unavailable(format!("{path}: {e}")))?;
+        Ok((status, body))
+    }
+
+    /// `GET /api/v2/status`: whether the manager answers and its store works.
+    ///
+    /// # Errors
+    /// When it does not.
+    pub async fn status(&self) -> Result<(), SourceError> {
+        match self.get("/api/v2/status").await? {
+            (StatusCode::OK, body) if body["api_available"] == true => Ok(()),
+            (code, _) => Err(SourceError::Unavailable(format!("status answered {code}"))),
+        }
+    }
+
+    async fn app(&self, name: &AppName) -> Result<Option<App>, SourceError> {
+        match self.get(&format!("/api/v2/apps/{name}")).await? {
+            (StatusCode::OK, body) => serde_json::from_value(body)
+                .map(Some)
+                .map_err(|e| SourceError::Unavailable(format!("app {name}: unreadable document: {e}"))),
+            (StatusCode::FORBIDDEN, body) if body["app_exists"] == false => Ok(None),
+            (code, _) => Err(SourceError::Unavailable(format!("app {name}: {code}"))),
+        }
+    }
+}
+
+#[async_trait]
+impl DesiredSource for HttpSource {
+    async fn fetch(&self, selection: &Selection) -> Result<Vec<App>, SourceError> {
+        let names: Vec<AppName> = match selection {
+            Selection::Apps(names) => names.clone(),
+            Selection::All => match self.get("/api/v2/apps").await? {
+                (StatusCode::OK, body) => serde_json::from_value(body["apps"].clone())
+                    .map_err(|e| SourceError::Unavailable(format!("app list: {e}")))?,
+                (code, _) => return Err(SourceError::Unavailable(format!("app list: {code}"))),
+            },
+        };
+        let replies = futures::future::join_all(names.iter().map(|n| self.app(n))).await;
+        let mut apps = Vec::with_capacity(names.len());
+        for reply in replies {
+            if let Some(app) = reply? {
+                apps.push(app);
+            }
+        }
+        Ok(apps)
+    }
+}
