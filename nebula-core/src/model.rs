@@ -117,6 +117,11 @@ impl Serialize for ContainersPer {
         let mut map = s.serialize_map(Some(1))?;
         match *self {
             Self::Server(v) | Self::Instance(v) => map.serialize_entry(self.key(), &v)?,
+            // Whole numbers are written as integers, as clients sent them.
+            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+            Self::Cpu(v) | Self::Memory(v) | Self::Mem(v) if v.fract() == 0.0 && v < 1e15 => {
+                map.serialize_entry(self.key(), &(v as u64))?;
+            }
             Self::Cpu(v) | Self::Memory(v) | Self::Mem(v) => map.serialize_entry(self.key(), &v)?,
         }
         map.end()
@@ -368,6 +373,7 @@ mod tests {
     fn containers_per_server_serializes_as_integer() {
         let json = serde_json::to_value(ContainersPer::Server(2)).unwrap();
         assert_eq!(json, serde_json::json!({"server": 2}));
+        assert_eq!(serde_json::to_value(ContainersPer::Cpu(3.0)).unwrap(), serde_json::json!({"cpu": 3}));
     }
 
     #[test]

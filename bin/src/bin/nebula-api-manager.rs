@@ -1,0 +1,47 @@
+//! `nebula-api-manager`: the REST API for fleets.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use nebula_bin::config::{ApiConfig, Layers};
+
+#[derive(Parser)]
+#[command(name = "nebula-api-manager", version, about = "Nebula's REST API over the embedded store.")]
+struct Cli {
+    /// Listen address [env: NEBULA_BIND] [default: 0.0.0.0:80].
+    #[arg(long)]
+    bind: Option<String>,
+    /// Directory of the embedded store [env: NEBULA_DATA_DIR] [default: ./nebula-data].
+    #[arg(long)]
+    data_dir: Option<String>,
+    /// Settings file, JSON or TOML, lower-case setting names.
+    #[arg(long)]
+    config: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let mut layers =
+        Layers::new([("nebula_bind", cli.bind), ("nebula_data_dir", cli.data_dir)], std::env::vars(), cli.config.as_deref());
+    let api = ApiConfig::read(&mut layers, "0.0.0.0:80", false);
+    if let Err(e) = layers.finish() {
+        eprintln!("nebula-api-manager: {e}");
+        return ExitCode::from(2);
+    }
+    nebula_bin::run::init_tracing();
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("nebula-api-manager: tokio runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(nebula_bin::run::api_manager(api)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,50 @@
+//! `nebula-worker-manager`: one per host; keeps the host's containers as its manager says.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use nebula_bin::config::{Layers, WorkerManagerConfig};
+
+#[derive(Parser)]
+#[command(name = "nebula-worker-manager", version, about = "Nebula's per-host worker.")]
+struct Cli {
+    /// The manager's base URL [env: NEBULA_MANAGER_URI].
+    #[arg(long)]
+    manager_uri: Option<String>,
+    /// Comma-separated app names to run [env: APP_NAME].
+    #[arg(long)]
+    app_name: Option<String>,
+    /// Settings file, JSON or TOML, lower-case setting names.
+    #[arg(long)]
+    config: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let mut layers = Layers::new(
+        [("nebula_manager_uri", cli.manager_uri), ("app_name", cli.app_name)],
+        std::env::vars(),
+        cli.config.as_deref(),
+    );
+    let config = WorkerManagerConfig::read(&mut layers);
+    if let Err(e) = layers.finish() {
+        eprintln!("nebula-worker-manager: {e}");
+        return ExitCode::from(2);
+    }
+    nebula_bin::run::init_tracing();
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("nebula-worker-manager: tokio runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(nebula_bin::run::worker_manager(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,72 @@
+//! `nebula`: the single-process Nebula (`nebula standalone`).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use nebula_bin::config::{ApiConfig, EngineConfig, Layers};
+use nebula_core::worker::Selection;
+
+#[derive(Parser)]
+#[command(name = "nebula", version, about = "Push the same containers to every server of an app, and keep them there.")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// API, embedded store and worker in one process, driving the local Docker engine.
+    Standalone {
+        /// Listen address [env: NEBULA_BIND] [default: 127.0.0.1:8080].
+        #[arg(long)]
+        bind: Option<String>,
+        /// Directory of the embedded store [env: NEBULA_DATA_DIR] [default: ./nebula-data].
+        #[arg(long)]
+        data_dir: Option<String>,
+        /// Settings file, JSON or TOML, lower-case setting names.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Seconds between full resyncs [env: NEBULA_MANAGER_CHECK_IN_TIME] [default: 30].
+        #[arg(long)]
+        check_in_time: Option<String>,
+        /// Seconds between drift and health checks [env: NEBULA_RECONCILE_INTERVAL] [default: 10].
+        #[arg(long)]
+        reconcile_interval: Option<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let Command::Standalone { bind, data_dir, config, check_in_time, reconcile_interval } = Cli::parse().command;
+    let mut layers = Layers::new(
+        [
+            ("nebula_bind", bind),
+            ("nebula_data_dir", data_dir),
+            ("nebula_manager_check_in_time", check_in_time),
+            ("nebula_reconcile_interval", reconcile_interval),
+        ],
+        std::env::vars(),
+        config.as_deref(),
+    );
+    let api = ApiConfig::read(&mut layers, "127.0.0.1:8080", true);
+    let engine = EngineConfig::read(&mut layers, Selection::All);
+    if let Err(e) = layers.finish() {
+        eprintln!("nebula: {e}");
+        return ExitCode::from(2);
+    }
+    nebula_bin::run::init_tracing();
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("nebula: tokio runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(nebula_bin::run::standalone(api, engine)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

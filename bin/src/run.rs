@@ -1,0 +1,169 @@
+//! Assembling and running the services.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use nebula_core::bus::{Bus, InProcessBus};
+use nebula_core::manager::Manager;
+use nebula_core::worker::{Worker, WorkerConfig};
+use nebula_docker::{DockerConfig, DockerRuntime};
+use nebula_http::auth::AuthConfig;
+use nebula_http::client::HttpSource;
+use nebula_http::{ApiState, router};
+use nebula_redb::RedbStore;
+use tokio::sync::watch;
+
+use crate::config::{ApiConfig, EngineConfig, WorkerManagerConfig};
+
+/// Installs the log subscriber: `RUST_LOG` (default `info`), JSON when `NEBULA_LOG_FORMAT=json`.
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
+    if std::env::var("NEBULA_LOG_FORMAT").is_ok_and(|v| v == "json") {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+/// A channel that turns `true` on ctrl-c or SIGTERM.
+#[must_use]
+pub fn shutdown_signal() -> watch::Receiver<bool> {
+    let (tx, rx) = watch::channel(false);
+    tokio::spawn(async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        let term = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(_) => std::future::pending().await,
+            }
+        };
+        #[cfg(not(unix))]
+        let term = std::future::pending::<()>();
+        tokio::select! {
+            _ = ctrl_c => {}
+            () = term => {}
+        }
+        tracing::info!("shutting down");
+        let _ = tx.send(true);
+    });
+    rx
+}
+
+async fn wait(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|stop| *stop).await;
+}
+
+/// The local admin password of standalone mode when none is configured: generated once,
+/// kept in `<data_dir>/admin-password` (mode 0600), never logged.
+///
+/// # Errors
+/// When the file cannot be read or written.
+pub fn standalone_password(data_dir: &Path) -> anyhow::Result<String> {
+    let path = data_dir.join("admin-password");
+    if let Ok(existing) = std::fs::read_to_string(&path) {
+        let existing = existing.trim().to_owned();
+        if !existing.is_empty() {
+            return Ok(existing);
+        }
+    }
+    std::fs::create_dir_all(data_dir).with_context(|| format!("create {}", data_dir.display()))?;
+    let password: String = {
+        use rand::Rng;
+        const CHARS: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789";
+        let mut rng = rand::rng();
+        (0..24).map(|_| char::from(CHARS[rng.random_range(0..CHARS.len())])).collect()
+    };
+    std::fs::write(&path, format!("{password}\n")).with_context(|| format!("write {}", path.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    }
+    Ok(password)
+}
+
+async fn serve(api: &ApiConfig, auth: AuthConfig, manager: Manager, stop: watch::Receiver<bool>) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(api.bind).await.with_context(|| format!("bind {}", api.bind))?;
+    tracing::info!(bind = %listener.local_addr()?, auth = auth.enabled, "API listening");
+    let app = router(ApiState { manager, auth: Arc::new(auth) });
+    axum::serve(listener, app).with_graceful_shutdown(wait(stop)).await.context("serve API")
+}
+
+async fn docker(engine: &EngineConfig) -> anyhow::Result<DockerRuntime> {
+    let runtime = DockerRuntime::connect(&DockerConfig::with_host(engine.docker_host.clone()))
+        .await
+        .context("connect to the Docker engine")?;
+    tracing::info!(engine = runtime.host_address(), api = %runtime.api_version(), "Docker engine connected");
+    Ok(runtime)
+}
+
+fn open_store(api: &ApiConfig) -> anyhow::Result<RedbStore> {
+    let store = RedbStore::open(&api.data_dir).with_context(|| format!("open the store in {}", api.data_dir.display()))?;
+    tracing::info!(path = %store.path().display(), "embedded store open");
+    Ok(store)
+}
+
+/// `nebula standalone`: API, embedded store, in-process bus and worker in one process.
+///
+/// # Errors
+/// Start-up failures (store, engine, bind).
+pub async fn standalone(api: ApiConfig, engine: EngineConfig) -> anyhow::Result<()> {
+    let store = open_store(&api)?;
+    let mut auth = api.auth.clone();
+    if auth.enabled && auth.password.is_none() && auth.token.is_none() {
+        auth.user = Some("admin".into());
+        auth.password = Some(standalone_password(&api.data_dir)?);
+        tracing::info!(
+            user = "admin",
+            password_file = %api.data_dir.join("admin-password").display(),
+            "no credentials configured: generated the admin password"
+        );
+    }
+    let runtime = docker(&engine).await?;
+    let bus = InProcessBus::new();
+    let bus_dyn: Arc<dyn Bus> = Arc::new(bus);
+    let manager = Manager::new(Arc::new(store), Some(bus_dyn.clone()));
+    let worker = Worker::new(Arc::new(runtime), Arc::new(manager.clone()), Some(bus_dyn), engine.worker);
+    let stop = shutdown_signal();
+    let worker_task = tokio::spawn(worker.run(wait(stop.clone())));
+    let served = serve(&api, auth, manager, stop).await;
+    worker_task.await.context("worker task")?;
+    served
+}
+
+/// `nebula-api-manager`: the API over the embedded store.
+///
+/// # Errors
+/// Start-up failures (store, bind).
+pub async fn api_manager(api: ApiConfig) -> anyhow::Result<()> {
+    let store = open_store(&api)?;
+    let manager = Manager::new(Arc::new(store), None);
+    serve(&api, api.auth.clone(), manager, shutdown_signal()).await
+}
+
+/// `nebula-worker-manager`: one host's worker, syncing from a manager over HTTP.
+///
+/// # Errors
+/// Start-up failures (engine).
+pub async fn worker_manager(config: WorkerManagerConfig) -> anyhow::Result<()> {
+    let runtime = docker(&config.engine).await?;
+    let source = HttpSource::new(&config.manager_uri, config.manager_auth.clone(), config.request_timeout)?;
+    match source.status().await {
+        Ok(()) => tracing::info!(manager = %config.manager_uri, "manager answers"),
+        Err(e) => tracing::warn!(manager = %config.manager_uri, error = %e, "manager not answering yet; containers are kept and sync retries every check-in"),
+    }
+    let worker_config: WorkerConfig = config.engine.worker;
+    tracing::info!(selection = ?worker_config.selection, check_in_s = worker_config.check_in.as_secs(), "worker starting");
+    let worker = Worker::new(Arc::new(runtime), Arc::new(source), None, worker_config);
+    worker.run(wait(shutdown_signal())).await;
+    // Give in-flight logs a moment to flush.
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    Ok(())
+}
