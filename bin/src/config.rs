@@ -253,6 +253,7 @@ impl EngineConfig {
                 stop_grace: l.seconds("nebula_stop_grace", 5, 0),
                 parallelism: parallelism.max(1),
                 registry_auth,
+                owner: None,
             },
         }
     }

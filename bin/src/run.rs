@@ -89,6 +89,25 @@ pub fn standalone_password(data_dir: &Path) -> anyhow::Result<String> {
     Ok(password)
 }
 
+/// This standalone instance's id, generated once and kept in `<data_dir>/instance-id`; its
+/// containers carry it, so two instances sharing an engine never remove each other's.
+///
+/// # Errors
+/// When the file cannot be read or written.
+pub fn instance_id(data_dir: &Path) -> anyhow::Result<String> {
+    let path = data_dir.join("instance-id");
+    if let Ok(existing) = std::fs::read_to_string(&path) {
+        let existing = existing.trim().to_owned();
+        if !existing.is_empty() {
+            return Ok(existing);
+        }
+    }
+    std::fs::create_dir_all(data_dir).with_context(|| format!("create {}", data_dir.display()))?;
+    let id = format!("{:016x}", rand::random::<u64>());
+    std::fs::write(&path, format!("{id}\n")).with_context(|| format!("write {}", path.display()))?;
+    Ok(id)
+}
+
 async fn serve(api: &ApiConfig, auth: AuthConfig, manager: Manager, stop: watch::Receiver<bool>) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(api.bind).await.with_context(|| format!("bind {}", api.bind))?;
     tracing::info!(bind = %listener.local_addr()?, auth = auth.enabled, "API listening");
@@ -127,6 +146,8 @@ pub async fn standalone(api: ApiConfig, engine: EngineConfig) -> anyhow::Result<
         );
     }
     let runtime = docker(&engine).await?;
+    let mut engine = engine;
+    engine.worker.owner = Some(instance_id(&api.data_dir)?);
     let bus = InProcessBus::new();
     let bus_dyn: Arc<dyn Bus> = Arc::new(bus);
     let manager = Manager::new(Arc::new(store), Some(bus_dyn.clone()));

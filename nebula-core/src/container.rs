@@ -25,6 +25,9 @@ pub const LABEL_APP_ID: &str = "nebula.app_id";
 pub const LABEL_INCARNATION: &str = "nebula.incarnation";
 /// Label: the 1-based slot.
 pub const LABEL_SLOT: &str = "nebula.slot";
+/// Label: the Nebula instance that created the container (standalone mode), so two instances
+/// sharing an engine never remove each other's containers.
+pub const LABEL_OWNER: &str = "nebula.owner";
 
 /// The container's network attachment.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]

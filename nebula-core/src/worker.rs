@@ -25,7 +25,8 @@ use tokio::time::Instant;
 
 use crate::bus::{Bus, BusMessage, Delivery, Subscription, Topic};
 use crate::container::{
-    LABEL_CONTAINER_TYPE, LABEL_ORCHESTRATOR, LABEL_SPEC_HASH, ORCHESTRATOR, ObservedContainer,
+    ContainerSpec, LABEL_CONTAINER_TYPE, LABEL_ORCHESTRATOR, LABEL_OWNER, LABEL_SPEC_HASH, ORCHESTRATOR,
+    ObservedContainer,
 };
 use crate::model::{App, AppName};
 use crate::plan::{Action, AppPlan, Pull, plan_app, plan_removal};
@@ -97,6 +98,9 @@ pub struct WorkerConfig {
     pub parallelism: usize,
     /// Credentials for pulls.
     pub registry_auth: Option<RegistryAuth>,
+    /// With [`Selection::All`], the id this worker labels its containers with: containers of
+    /// unknown apps are removed only when they carry it.
+    pub owner: Option<String>,
 }
 
 impl Default for WorkerConfig {
@@ -109,6 +113,7 @@ impl Default for WorkerConfig {
             stop_grace: Duration::from_secs(5),
             parallelism: 16,
             registry_auth: None,
+            owner: None,
         }
     }
 }
@@ -325,12 +330,17 @@ impl Worker {
             }
         }
         for (name, containers) in by_app {
-            let ours = match AppName::parse(&name) {
-                Ok(app) => self.config.selection.includes(&app),
-                Err(_) => self.config.selection == Selection::All,
+            let ours: Vec<&ObservedContainer> = match &self.config.selection {
+                Selection::All => containers
+                    .into_iter()
+                    .filter(|c| self.config.owner.is_none() || c.label(LABEL_OWNER) == self.config.owner.as_deref())
+                    .collect(),
+                Selection::Apps(names) => {
+                    if names.iter().any(|n| n.as_str() == name) { containers } else { Vec::new() }
+                }
             };
-            if ours {
-                plans.push((name, plan_removal(&containers)));
+            if !ours.is_empty() {
+                plans.push((name, plan_removal(&ours)));
             }
         }
         outcome.requeue_after = requeue;
@@ -466,13 +476,14 @@ async fn execute(rt: &dyn Runtime, plan: &AppPlan, config: &WorkerConfig, sem: &
     let grace = config.stop_grace;
     let results = join_all(plan.actions.iter().map(|action| async move {
         let _permit = sem.acquire().await;
+        tracing::info!(action = %describe(action), "applying");
         let result = match action {
-            Action::Create(spec) => rt.create(spec).await.map(drop),
+            Action::Create(spec) => rt.create(&owned(spec, config)).await.map(drop),
             Action::Start { id, .. } => rt.start(id).await,
             Action::Restart { id, .. } => rt.restart(id).await,
             Action::Remove { id, .. } => ignore_missing(rt.remove(id, grace).await),
             Action::Replace { id, new, .. } => match ignore_missing(rt.remove(id, grace).await) {
-                Ok(()) => rt.create(new).await.map(drop),
+                Ok(()) => rt.create(&owned(new, config)).await.map(drop),
                 Err(e) => Err(e),
             },
         };
@@ -481,6 +492,14 @@ async fn execute(rt: &dyn Runtime, plan: &AppPlan, config: &WorkerConfig, sem: &
     .await;
     let done = results.iter().filter(|r| r.is_ok()).count();
     (done, results.into_iter().filter_map(Result::err).collect())
+}
+
+fn owned(spec: &ContainerSpec, config: &WorkerConfig) -> ContainerSpec {
+    let mut spec = spec.clone();
+    if let Some(owner) = &config.owner {
+        spec.labels.insert(LABEL_OWNER.to_owned(), owner.clone());
+    }
+    spec
 }
 
 fn ignore_missing(r: Result<(), RuntimeError>) -> Result<(), RuntimeError> {

@@ -295,3 +295,25 @@ async fn restart_wait_delays_replacement_only() {
         assert!(waited <= Duration::from_secs(20));
     }
 }
+
+#[tokio::test]
+async fn standalone_owner_removes_only_its_own_orphans() {
+    let rig = Rig::new();
+    rig.create("other", 1.0).await;
+    let mut other = rig.worker(Selection::All);
+    other.config.owner = Some("other".into());
+    other.sync().await.unwrap();
+    other.reconcile().await;
+    rig.manager.delete_app(&app("other")).await.unwrap();
+    rig.create("site", 1.0).await;
+    let mut mine = rig.worker(Selection::All);
+    mine.config.owner = Some("mine".into());
+    mine.sync().await.unwrap();
+    mine.reconcile().await;
+    assert_eq!(rig.names(), ["site-1", "site-2", "other-1", "other-2"], "another instance's containers stay");
+    assert_eq!(rig.rt.containers()["site-1"].label(LABEL_OWNER), Some("mine"));
+    rig.manager.delete_app(&app("site")).await.unwrap();
+    mine.sync().await.unwrap();
+    mine.reconcile().await;
+    assert_eq!(rig.names(), ["other-1", "other-2"]);
+}
