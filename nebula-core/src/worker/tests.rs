@@ -310,7 +310,7 @@ async fn standalone_owner_removes_only_its_own_orphans() {
     mine.config.owner = Some("mine".into());
     mine.sync().await.unwrap();
     mine.reconcile().await;
-    assert_eq!(rig.names(), ["site-1", "site-2", "other-1", "other-2"], "another instance's containers stay");
+    assert_eq!(rig.names(), ["other-1", "other-2", "site-1", "site-2"], "another instance's containers stay");
     assert_eq!(rig.rt.containers()["site-1"].label(LABEL_OWNER), Some("mine"));
     rig.manager.delete_app(&app("site")).await.unwrap();
     mine.sync().await.unwrap();
