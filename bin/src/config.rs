@@ -41,7 +41,10 @@ impl Layers {
         file: Option<&Path>,
     ) -> Self {
         let mut layers = Self {
-            flags: flags.into_iter().filter_map(|(k, v)| v.map(|v| (k.to_owned(), v))).collect(),
+            flags: flags
+                .into_iter()
+                .filter_map(|(k, v)| v.map(|v| (k.to_owned(), v)))
+                .collect(),
             env: env.into_iter().collect(),
             ..Self::default()
         };
@@ -55,17 +58,19 @@ impl Layers {
         let text = match std::fs::read_to_string(path) {
             Ok(t) => t,
             Err(e) => {
-                self.errors.push(format!("config file {}: {e}", path.display()));
+                self.errors
+                    .push(format!("config file {}: {e}", path.display()));
                 return;
             }
         };
-        let parsed: Result<serde_json::Value, String> = if path.extension().is_some_and(|e| e == "toml") {
-            toml::from_str::<toml::Value>(&text)
-                .map_err(|e| e.to_string())
-                .and_then(|v| serde_json::to_value(v).map_err(|e| e.to_string()))
-        } else {
-            serde_json::from_str(&text).map_err(|e| e.to_string())
-        };
+        let parsed: Result<serde_json::Value, String> =
+            if path.extension().is_some_and(|e| e == "toml") {
+                toml::from_str::<toml::Value>(&text)
+                    .map_err(|e| e.to_string())
+                    .and_then(|v| serde_json::to_value(v).map_err(|e| e.to_string()))
+            } else {
+                serde_json::from_str(&text).map_err(|e| e.to_string())
+            };
         match parsed {
             Ok(serde_json::Value::Object(map)) => {
                 for (k, v) in map {
@@ -73,12 +78,20 @@ impl Layers {
                         Some(s) => {
                             self.file.insert(k.to_lowercase(), s);
                         }
-                        None => self.errors.push(format!("config file {}: {k} must be a string, number or boolean", path.display())),
+                        None => self.errors.push(format!(
+                            "config file {}: {k} must be a string, number or boolean",
+                            path.display()
+                        )),
                     }
                 }
             }
-            Ok(_) => self.errors.push(format!("config file {}: must hold an object of settings", path.display())),
-            Err(e) => self.errors.push(format!("config file {}: {e}", path.display())),
+            Ok(_) => self.errors.push(format!(
+                "config file {}: must hold an object of settings",
+                path.display()
+            )),
+            Err(e) => self
+                .errors
+                .push(format!("config file {}: {e}", path.display())),
         }
     }
 
@@ -92,7 +105,9 @@ impl Layers {
         if let Some(v) = self.env.get(&upper) {
             return Some((v.clone(), upper));
         }
-        self.file.get(key).map(|v| (v.clone(), format!("config file key {key}")))
+        self.file
+            .get(key)
+            .map(|v| (v.clone(), format!("config file key {key}")))
     }
 
     /// A string setting, empty counting as absent.
@@ -124,7 +139,8 @@ impl Layers {
                 "true" | "yes" | "1" | "on" => true,
                 "false" | "no" | "0" | "off" => false,
                 _ => {
-                    self.errors.push(format!("{source}={v:?}: must be true or false"));
+                    self.errors
+                        .push(format!("{source}={v:?}: must be true or false"));
                     default
                 }
             },
@@ -137,7 +153,8 @@ impl Layers {
         let secs = self.parse(key, default);
         if secs < min {
             let source = self.raw(key).map_or_else(|| key.to_uppercase(), |(_, s)| s);
-            self.errors.push(format!("{source}={secs}: must be at least {min}"));
+            self.errors
+                .push(format!("{source}={secs}: must be at least {min}"));
         }
         Duration::from_secs(secs)
     }
@@ -152,7 +169,11 @@ impl Layers {
     /// # Errors
     /// The list of problems.
     pub fn finish(self) -> Result<(), ConfigError> {
-        if self.errors.is_empty() { Ok(()) } else { Err(ConfigError(self.errors)) }
+        if self.errors.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError(self.errors))
+        }
     }
 }
 
@@ -206,10 +227,15 @@ impl ApiConfig {
     /// Reads the API manager's settings (`default_bind` differs between the API manager and
     /// standalone).
     pub fn read(l: &mut Layers, default_bind: &str, allow_generated_password: bool) -> Self {
-        let default: SocketAddr = default_bind.parse().unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 8080)));
+        let default: SocketAddr = default_bind
+            .parse()
+            .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 8080)));
         Self {
             bind: l.parse("nebula_bind", default),
-            data_dir: PathBuf::from(l.string("nebula_data_dir").unwrap_or_else(|| "./nebula-data".into())),
+            data_dir: PathBuf::from(
+                l.string("nebula_data_dir")
+                    .unwrap_or_else(|| "./nebula-data".into()),
+            ),
             auth: auth(l, allow_generated_password),
         }
     }
@@ -227,11 +253,16 @@ pub struct EngineConfig {
 impl EngineConfig {
     /// Reads the engine and worker knobs shared by standalone and the worker manager.
     pub fn read(l: &mut Layers, selection: Selection) -> Self {
-        let registry_auth = match (l.string("registry_auth_user"), l.string("registry_auth_password")) {
+        let registry_auth = match (
+            l.string("registry_auth_user"),
+            l.string("registry_auth_password"),
+        ) {
             (Some(username), Some(password)) => Some(RegistryAuth {
                 username,
                 password,
-                server: l.string("registry_host").unwrap_or_else(|| "https://index.docker.io/v1/".into()),
+                server: l
+                    .string("registry_host")
+                    .unwrap_or_else(|| "https://index.docker.io/v1/".into()),
             }),
             (None, None) => None,
             _ => {
@@ -296,7 +327,9 @@ impl WorkerManagerConfig {
         let manager_uri = match l.string("nebula_manager_uri") {
             Some(uri) => uri,
             None => {
-                let protocol = l.string("nebula_manager_protocol").unwrap_or_else(|| "http".into());
+                let protocol = l
+                    .string("nebula_manager_protocol")
+                    .unwrap_or_else(|| "http".into());
                 let port = l.parse("nebula_manager_port", 80u16);
                 match l.string("nebula_manager_host") {
                     Some(host) => format!("{protocol}://{host}:{port}"),
@@ -339,7 +372,10 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
     }
 
     #[test]
@@ -350,7 +386,10 @@ mod tests {
         std::fs::write(&file, "nebula_bind = \"127.0.0.1:3\"\nnebula_data_dir = \"/from-file\"\nauth_enabled = false\n").unwrap();
         let mut l = Layers::new(
             [("nebula_bind", Some("127.0.0.1:1".to_owned()))],
-            env(&[("NEBULA_BIND", "127.0.0.1:2"), ("NEBULA_DATA_DIR", "/from-env")]),
+            env(&[
+                ("NEBULA_BIND", "127.0.0.1:2"),
+                ("NEBULA_DATA_DIR", "/from-env"),
+            ]),
             Some(&file),
         );
         let c = ApiConfig::read(&mut l, "0.0.0.0:80", false);
@@ -360,7 +399,10 @@ mod tests {
         assert!(!c.auth.enabled, "from the file");
         let mut l = Layers::new([], env(&[]), None);
         let c = ApiConfig::read(&mut l, "0.0.0.0:80", true);
-        assert_eq!((c.bind.to_string(), c.auth.enabled), ("0.0.0.0:80".to_owned(), true));
+        assert_eq!(
+            (c.bind.to_string(), c.auth.enabled),
+            ("0.0.0.0:80".to_owned(), true)
+        );
     }
 
     #[test]
@@ -382,7 +424,14 @@ mod tests {
         WorkerManagerConfig::read(&mut l);
         let ConfigError(errors) = l.finish().unwrap_err();
         let text = errors.join("\n");
-        for needle in ["NEBULA_BIND", "AUTH_ENABLED", "BASIC_AUTH_PASSWORD", "APP_NAME \"bad name\"", "NEBULA_MANAGER_PORT", "NEBULA_MANAGER_CHECK_IN_TIME"] {
+        for needle in [
+            "NEBULA_BIND",
+            "AUTH_ENABLED",
+            "BASIC_AUTH_PASSWORD",
+            "APP_NAME \"bad name\"",
+            "NEBULA_MANAGER_PORT",
+            "NEBULA_MANAGER_CHECK_IN_TIME",
+        ] {
             assert!(text.contains(needle), "{needle} missing from:\n{text}");
         }
     }
@@ -406,9 +455,20 @@ mod tests {
         assert_eq!(c.engine.worker.max_restart_wait, Duration::from_secs(7));
         assert_eq!(
             c.engine.worker.selection,
-            Selection::Apps(vec![AppName::parse("site").unwrap(), AppName::parse("lb").unwrap()])
+            Selection::Apps(vec![
+                AppName::parse("site").unwrap(),
+                AppName::parse("lb").unwrap()
+            ])
         );
-        let mut l = Layers::new([], env(&[("APP_NAME", "a"), ("NEBULA_MANAGER_HOST", "m"), ("NEBULA_MANAGER_PORT", "81")]), None);
+        let mut l = Layers::new(
+            [],
+            env(&[
+                ("APP_NAME", "a"),
+                ("NEBULA_MANAGER_HOST", "m"),
+                ("NEBULA_MANAGER_PORT", "81"),
+            ]),
+            None,
+        );
         assert_eq!(WorkerManagerConfig::read(&mut l).manager_uri, "http://m:81");
     }
 }

@@ -21,7 +21,9 @@ use crate::config::{ApiConfig, EngineConfig, WorkerManagerConfig};
 pub fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false);
     if std::env::var("NEBULA_LOG_FORMAT").is_ok_and(|v| v == "json") {
         builder.json().init();
     } else {
@@ -78,9 +80,12 @@ pub fn standalone_password(data_dir: &Path) -> anyhow::Result<String> {
         use rand::Rng;
         const CHARS: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789";
         let mut rng = rand::rng();
-        (0..24).map(|_| char::from(CHARS[rng.random_range(0..CHARS.len())])).collect()
+        (0..24)
+            .map(|_| char::from(CHARS[rng.random_range(0..CHARS.len())]))
+            .collect()
     };
-    std::fs::write(&path, format!("{password}\n")).with_context(|| format!("write {}", path.display()))?;
+    std::fs::write(&path, format!("{password}\n"))
+        .with_context(|| format!("write {}", path.display()))?;
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -104,15 +109,29 @@ pub fn instance_id(data_dir: &Path) -> anyhow::Result<String> {
     }
     std::fs::create_dir_all(data_dir).with_context(|| format!("create {}", data_dir.display()))?;
     let id = format!("{:016x}", rand::random::<u64>());
-    std::fs::write(&path, format!("{id}\n")).with_context(|| format!("write {}", path.display()))?;
+    std::fs::write(&path, format!("{id}\n"))
+        .with_context(|| format!("write {}", path.display()))?;
     Ok(id)
 }
 
-async fn serve(api: &ApiConfig, auth: AuthConfig, manager: Manager, stop: watch::Receiver<bool>) -> anyhow::Result<()> {
-    let listener = tokio::net::TcpListener::bind(api.bind).await.with_context(|| format!("bind {}", api.bind))?;
+async fn serve(
+    api: &ApiConfig,
+    auth: AuthConfig,
+    manager: Manager,
+    stop: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(api.bind)
+        .await
+        .with_context(|| format!("bind {}", api.bind))?;
     tracing::info!(bind = %listener.local_addr()?, auth = auth.enabled, "API listening");
-    let app = router(ApiState { manager, auth: Arc::new(auth) });
-    axum::serve(listener, app).with_graceful_shutdown(wait(stop)).await.context("serve API")
+    let app = router(ApiState {
+        manager,
+        auth: Arc::new(auth),
+    });
+    axum::serve(listener, app)
+        .with_graceful_shutdown(wait(stop))
+        .await
+        .context("serve API")
 }
 
 async fn docker(engine: &EngineConfig) -> anyhow::Result<DockerRuntime> {
@@ -124,7 +143,8 @@ async fn docker(engine: &EngineConfig) -> anyhow::Result<DockerRuntime> {
 }
 
 fn open_store(api: &ApiConfig) -> anyhow::Result<RedbStore> {
-    let store = RedbStore::open(&api.data_dir).with_context(|| format!("open the store in {}", api.data_dir.display()))?;
+    let store = RedbStore::open(&api.data_dir)
+        .with_context(|| format!("open the store in {}", api.data_dir.display()))?;
     tracing::info!(path = %store.path().display(), "embedded store open");
     Ok(store)
 }
@@ -151,7 +171,12 @@ pub async fn standalone(api: ApiConfig, engine: EngineConfig) -> anyhow::Result<
     let bus = InProcessBus::new();
     let bus_dyn: Arc<dyn Bus> = Arc::new(bus);
     let manager = Manager::new(Arc::new(store), Some(bus_dyn.clone()));
-    let worker = Worker::new(Arc::new(runtime), Arc::new(manager.clone()), Some(bus_dyn), engine.worker);
+    let worker = Worker::new(
+        Arc::new(runtime),
+        Arc::new(manager.clone()),
+        Some(bus_dyn),
+        engine.worker,
+    );
     let stop = shutdown_signal();
     let worker_task = tokio::spawn(worker.run(wait(stop.clone())));
     let served = serve(&api, auth, manager, stop).await;
@@ -175,10 +200,16 @@ pub async fn api_manager(api: ApiConfig) -> anyhow::Result<()> {
 /// Start-up failures (engine).
 pub async fn worker_manager(config: WorkerManagerConfig) -> anyhow::Result<()> {
     let runtime = docker(&config.engine).await?;
-    let source = HttpSource::new(&config.manager_uri, config.manager_auth.clone(), config.request_timeout)?;
+    let source = HttpSource::new(
+        &config.manager_uri,
+        config.manager_auth.clone(),
+        config.request_timeout,
+    )?;
     match source.status().await {
         Ok(()) => tracing::info!(manager = %config.manager_uri, "manager answers"),
-        Err(e) => tracing::warn!(manager = %config.manager_uri, error = %e, "manager not answering yet; containers are kept and sync retries every check-in"),
+        Err(e) => {
+            tracing::warn!(manager = %config.manager_uri, error = %e, "manager not answering yet; containers are kept and sync retries every check-in")
+        }
     }
     let worker_config: WorkerConfig = config.engine.worker;
     tracing::info!(selection = ?worker_config.selection, check_in_s = worker_config.check_in.as_secs(), "worker starting");

@@ -6,6 +6,8 @@ use tokio::sync::mpsc;
 use crate::model::{App, AppName};
 
 /// A change, carrying everything a worker needs to apply it (no worker re-reads the store).
+// Messages are built once and moved, so the size difference between variants does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum BusMessage {
@@ -70,7 +72,9 @@ pub struct Delivery {
 
 impl std::fmt::Debug for Delivery {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Delivery").field("message", &self.message).finish_non_exhaustive()
+        f.debug_struct("Delivery")
+            .field("message", &self.message)
+            .finish_non_exhaustive()
     }
 }
 
@@ -136,10 +140,12 @@ pub trait Bus: Send + Sync + 'static {
     async fn subscribe(&self, topics: &[Topic]) -> Result<Subscription, BusError>;
 }
 
+type Subscriber = (Vec<Topic>, mpsc::Sender<Delivery>);
+
 /// The in-process bus of the single-process mode: tokio channels, nothing durable.
 #[derive(Clone, Debug, Default)]
 pub struct InProcessBus {
-    subscribers: std::sync::Arc<std::sync::Mutex<Vec<(Vec<Topic>, mpsc::Sender<Delivery>)>>>,
+    subscribers: std::sync::Arc<std::sync::Mutex<Vec<Subscriber>>>,
 }
 
 impl InProcessBus {
@@ -154,7 +160,10 @@ impl InProcessBus {
 impl Bus for InProcessBus {
     async fn publish(&self, message: &BusMessage) -> Result<(), BusError> {
         let targets: Vec<mpsc::Sender<Delivery>> = {
-            let mut subs = self.subscribers.lock().map_err(|e| BusError::Unavailable(e.to_string()))?;
+            let mut subs = self
+                .subscribers
+                .lock()
+                .map_err(|e| BusError::Unavailable(e.to_string()))?;
             subs.retain(|(_, tx)| !tx.is_closed());
             subs.iter()
                 .filter(|(topics, _)| topics.iter().any(|t| t.matches(message.app_name())))

@@ -201,7 +201,9 @@ impl ObservedContainer {
     /// The app this container belongs to, if Nebula manages it as an app container.
     #[must_use]
     pub fn app_name(&self) -> Option<&str> {
-        if self.label(LABEL_ORCHESTRATOR) == Some(ORCHESTRATOR) && self.label(LABEL_CONTAINER_TYPE) == Some("app") {
+        if self.label(LABEL_ORCHESTRATOR) == Some(ORCHESTRATOR)
+            && self.label(LABEL_CONTAINER_TYPE) == Some("app")
+        {
             self.label(LABEL_APP_NAME)
         } else {
             None
@@ -216,7 +218,10 @@ mod tests {
 
     fn app() -> App {
         let mut spec = AppSpec::with_image("site");
-        spec.starting_ports = vec![StartingPort::Mapped { host: 8000, container: 80 }];
+        spec.starting_ports = vec![StartingPort::Mapped {
+            host: 8000,
+            container: 80,
+        }];
         App {
             app_name: AppName::parse("site").unwrap(),
             app_id: 1,
@@ -251,7 +256,13 @@ mod tests {
     fn slot_shapes_name_and_ports() {
         let s = app_container(&app(), 3).unwrap();
         assert_eq!(s.name, "site-3");
-        assert_eq!(s.ports, vec![PortBinding { host: 8002, container: 80 }]);
+        assert_eq!(
+            s.ports,
+            vec![PortBinding {
+                host: 8002,
+                container: 80
+            }]
+        );
         assert_eq!(s.image, "site:latest");
         assert_eq!(s.labels[LABEL_SLOT], "3");
     }

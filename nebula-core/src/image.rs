@@ -75,9 +75,17 @@ impl ImageRef {
         }
         let (rest, digest) = match image.split_once('@') {
             Some((rest, digest)) => {
-                let hex = digest.strip_prefix("sha256:").ok_or_else(|| format!("digest {RULE}"))?;
-                if hex.len() != 64 || !hex.chars().all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c)) {
-                    return Err("digest must be sha256: followed by 64 lower-case hex digits".into());
+                let hex = digest
+                    .strip_prefix("sha256:")
+                    .ok_or_else(|| format!("digest {RULE}"))?;
+                if hex.len() != 64
+                    || !hex
+                        .chars()
+                        .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c))
+                {
+                    return Err(
+                        "digest must be sha256: followed by 64 lower-case hex digits".into(),
+                    );
                 }
                 (rest, Some(digest.to_owned()))
             }
@@ -93,7 +101,9 @@ impl ImageRef {
             let ok = !tag.is_empty()
                 && tag.len() <= 128
                 && tag.starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_')
-                && tag.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+                && tag
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
             if !ok {
                 return Err("tag must be 1 to 128 characters of A-Z a-z 0-9 _ . - ".into());
             }
@@ -113,7 +123,12 @@ impl ImageRef {
         if parts.iter().any(|c| !component_ok(c)) {
             return Err(RULE.into());
         }
-        Ok(Self { registry, repository: parts.join("/"), tag: tag.map(str::to_owned), digest })
+        Ok(Self {
+            registry,
+            repository: parts.join("/"),
+            tag: tag.map(str::to_owned),
+            digest,
+        })
     }
 
     /// The reference to pull and run: with `:latest` added when neither tag nor digest is given.
@@ -148,7 +163,14 @@ mod tests {
     #[test]
     fn parses_common_forms() {
         let r = ImageRef::parse("nginx").unwrap();
-        assert_eq!((r.registry.as_deref(), r.repository.as_str(), r.tag.as_deref()), (None, "nginx", None));
+        assert_eq!(
+            (
+                r.registry.as_deref(),
+                r.repository.as_str(),
+                r.tag.as_deref()
+            ),
+            (None, "nginx", None)
+        );
         assert_eq!(r.canonical(), "nginx:latest");
         let r = ImageRef::parse("127.0.0.1:5000/team/site:v1.2").unwrap();
         assert_eq!(r.registry.as_deref(), Some("127.0.0.1:5000"));
@@ -158,12 +180,27 @@ mod tests {
         let r = ImageRef::parse(&format!("localhost/x@{d}")).unwrap();
         assert_eq!(r.digest.as_deref(), Some(d.as_str()));
         assert_eq!(r.canonical(), format!("localhost/x@{d}"));
-        assert_eq!(ImageRef::parse("a/b__c-d:1").unwrap().repository, "a/b__c-d");
+        assert_eq!(
+            ImageRef::parse("a/b__c-d:1").unwrap().repository,
+            "a/b__c-d"
+        );
     }
 
     #[test]
     fn rejects_bad_forms() {
-        for bad in ["", "UP", "a//b", "a:", "a@sha256:12", "-a", "a_", "a b", "host:99999/a", ":tag", "a:t@g"] {
+        for bad in [
+            "",
+            "UP",
+            "a//b",
+            "a:",
+            "a@sha256:12",
+            "-a",
+            "a_",
+            "a b",
+            "host:99999/a",
+            ":tag",
+            "a:t@g",
+        ] {
             assert!(ImageRef::parse(bad).is_err(), "{bad:?}");
         }
     }

@@ -15,7 +15,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 
 use crate::bus::{Bus, BusMessage};
-use crate::model::{App, AppName, AppSpec, ContainersPer, RestartMode, RolloutPolicy, StartingPort};
+use crate::model::{
+    App, AppName, AppSpec, ContainersPer, RestartMode, RolloutPolicy, StartingPort,
+};
 use crate::store::{Collection, Expect, Store, StoreError, Stored};
 use crate::validate::{self, FieldError};
 use crate::worker::{DesiredSource, Selection, SourceError};
@@ -109,12 +111,15 @@ pub struct Manager {
 
 impl std::fmt::Debug for Manager {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Manager").field("bus", &self.bus.is_some()).finish_non_exhaustive()
+        f.debug_struct("Manager")
+            .field("bus", &self.bus.is_some())
+            .finish_non_exhaustive()
     }
 }
 
 fn decode(stored: &Stored) -> Result<App, ManagerError> {
-    serde_json::from_value(stored.doc.clone()).map_err(|e| StoreError::Corrupt(e.to_string()).into())
+    serde_json::from_value(stored.doc.clone())
+        .map_err(|e| StoreError::Corrupt(e.to_string()).into())
 }
 
 fn encode(app: &App) -> Result<serde_json::Value, ManagerError> {
@@ -122,7 +127,9 @@ fn encode(app: &App) -> Result<serde_json::Value, ManagerError> {
 }
 
 fn new_incarnation() -> u64 {
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(1, |d| d.as_nanos());
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(1, |d| d.as_nanos());
     u64::try_from(nanos).unwrap_or(u64::MAX).max(1)
 }
 
@@ -152,7 +159,12 @@ impl Manager {
     /// # Errors
     /// Store failures.
     pub async fn list_apps(&self) -> Result<Vec<AppName>, ManagerError> {
-        Ok(self.list_full().await?.into_iter().map(|a| a.app_name).collect())
+        Ok(self
+            .list_full()
+            .await?
+            .into_iter()
+            .map(|a| a.app_name)
+            .collect())
     }
 
     /// Every app document, sorted by name.
@@ -160,7 +172,12 @@ impl Manager {
     /// # Errors
     /// Store failures.
     pub async fn list_full(&self) -> Result<Vec<App>, ManagerError> {
-        self.store.list(Collection::Apps).await?.iter().map(|(_, s)| decode(s)).collect()
+        self.store
+            .list(Collection::Apps)
+            .await?
+            .iter()
+            .map(|(_, s)| decode(s))
+            .collect()
     }
 
     /// One app.
@@ -168,7 +185,11 @@ impl Manager {
     /// # Errors
     /// [`ManagerError::AppNotFound`], store failures.
     pub async fn get_app(&self, name: &AppName) -> Result<App, ManagerError> {
-        let stored = self.store.get(Collection::Apps, name.as_str()).await?.ok_or(ManagerError::AppNotFound)?;
+        let stored = self
+            .store
+            .get(Collection::Apps, name.as_str())
+            .await?
+            .ok_or(ManagerError::AppNotFound)?;
         decode(&stored)
     }
 
@@ -187,13 +208,23 @@ impl Manager {
             prune_generation: 0,
             spec,
         };
-        match self.store.put(Collection::Apps, app.app_name.as_str(), &encode(&app)?, Expect::Absent).await {
+        match self
+            .store
+            .put(
+                Collection::Apps,
+                app.app_name.as_str(),
+                &encode(&app)?,
+                Expect::Absent,
+            )
+            .await
+        {
             Ok(_) => {}
             Err(StoreError::Conflict { .. }) => return Err(ManagerError::AppExists),
             Err(e) => return Err(e.into()),
         }
         tracing::info!(app = %app.app_name, "app created");
-        self.publish(BusMessage::AppChanged { app: app.clone() }).await;
+        self.publish(BusMessage::AppChanged { app: app.clone() })
+            .await;
         Ok(app)
     }
 
@@ -203,13 +234,24 @@ impl Manager {
     /// [`ManagerError::AppNotFound`], store failures.
     pub async fn delete_app(&self, name: &AppName) -> Result<(), ManagerError> {
         for _ in 0..CAS_ATTEMPTS {
-            let stored = self.store.get(Collection::Apps, name.as_str()).await?.ok_or(ManagerError::AppNotFound)?;
+            let stored = self
+                .store
+                .get(Collection::Apps, name.as_str())
+                .await?
+                .ok_or(ManagerError::AppNotFound)?;
             let app = decode(&stored)?;
-            match self.store.delete(Collection::Apps, name.as_str(), stored.rev).await {
+            match self
+                .store
+                .delete(Collection::Apps, name.as_str(), stored.rev)
+                .await
+            {
                 Ok(()) => {
                     tracing::info!(app = %name, "app deleted");
-                    self.publish(BusMessage::AppDeleted { app_name: name.clone(), incarnation: app.incarnation })
-                        .await;
+                    self.publish(BusMessage::AppDeleted {
+                        app_name: name.clone(),
+                        incarnation: app.incarnation,
+                    })
+                    .await;
                     return Ok(());
                 }
                 Err(StoreError::Conflict { found: None }) => return Err(ManagerError::AppNotFound),
@@ -228,15 +270,29 @@ impl Manager {
         mut change: impl FnMut(&mut App) -> Result<(), ManagerError>,
     ) -> Result<App, ManagerError> {
         for _ in 0..CAS_ATTEMPTS {
-            let stored = self.store.get(Collection::Apps, name.as_str()).await?.ok_or(ManagerError::AppNotFound)?;
+            let stored = self
+                .store
+                .get(Collection::Apps, name.as_str())
+                .await?
+                .ok_or(ManagerError::AppNotFound)?;
             let mut app = decode(&stored)?;
             change(&mut app)?;
             validate::spec(&app.spec).map_err(ManagerError::Invalid)?;
             app.app_id += 1;
-            match self.store.put(Collection::Apps, name.as_str(), &encode(&app)?, Expect::Rev(stored.rev)).await {
+            match self
+                .store
+                .put(
+                    Collection::Apps,
+                    name.as_str(),
+                    &encode(&app)?,
+                    Expect::Rev(stored.rev),
+                )
+                .await
+            {
                 Ok(_) => {
                     tracing::info!(app = %name, app_id = app.app_id, "app changed");
-                    self.publish(BusMessage::AppChanged { app: app.clone() }).await;
+                    self.publish(BusMessage::AppChanged { app: app.clone() })
+                        .await;
                     return Ok(app);
                 }
                 Err(StoreError::Conflict { found: None }) => return Err(ManagerError::AppNotFound),
@@ -286,7 +342,11 @@ impl Manager {
                 return Err(ManagerError::NotRunning);
             }
             app.restart_generation += 1;
-            app.restart_mode = if rolling { RestartMode::Rolling } else { RestartMode::AsConfigured };
+            app.restart_mode = if rolling {
+                RestartMode::Rolling
+            } else {
+                RestartMode::AsConfigured
+            };
             Ok(())
         })
         .await
@@ -324,7 +384,10 @@ impl Manager {
     /// store failures.
     pub async fn patch_app(&self, name: &AppName, patch: AppPatch) -> Result<App, ManagerError> {
         if patch.is_empty() {
-            return Err(ManagerError::Invalid(vec![FieldError::new("body", "must set at least one field")]));
+            return Err(ManagerError::Invalid(vec![FieldError::new(
+                "body",
+                "must set at least one field",
+            )]));
         }
         self.modify(name, |app| {
             patch.clone().apply(&mut app.spec);
@@ -338,8 +401,14 @@ impl Manager {
 #[async_trait]
 impl DesiredSource for Manager {
     async fn fetch(&self, selection: &Selection) -> Result<Vec<App>, SourceError> {
-        let all = self.list_full().await.map_err(|e| SourceError::Unavailable(e.to_string()))?;
-        Ok(all.into_iter().filter(|a| selection.includes(&a.app_name)).collect())
+        let all = self
+            .list_full()
+            .await
+            .map_err(|e| SourceError::Unavailable(e.to_string()))?;
+        Ok(all
+            .into_iter()
+            .filter(|a| selection.includes(&a.app_name))
+            .collect())
     }
 }
 
@@ -351,7 +420,10 @@ mod tests {
 
     fn manager() -> (Manager, InProcessBus) {
         let bus = InProcessBus::new();
-        (Manager::new(Arc::new(InMemoryStore::new()), Some(Arc::new(bus.clone()))), bus)
+        (
+            Manager::new(Arc::new(InMemoryStore::new()), Some(Arc::new(bus.clone()))),
+            bus,
+        )
     }
 
     fn name(s: &str) -> AppName {
@@ -361,21 +433,39 @@ mod tests {
     #[tokio::test]
     async fn versions_rise_by_one_per_change_and_restart_needs_running() {
         let (m, _) = manager();
-        let app = m.create_app(name("site"), AppSpec::with_image("site")).await.unwrap();
+        let app = m
+            .create_app(name("site"), AppSpec::with_image("site"))
+            .await
+            .unwrap();
         assert_eq!(app.app_id, 1);
-        assert!(matches!(m.create_app(name("site"), AppSpec::with_image("x")).await, Err(ManagerError::AppExists)));
+        assert!(matches!(
+            m.create_app(name("site"), AppSpec::with_image("x")).await,
+            Err(ManagerError::AppExists)
+        ));
         assert_eq!(m.stop_app(&name("site")).await.unwrap().app_id, 2);
-        assert!(matches!(m.restart_app(&name("site"), false).await, Err(ManagerError::NotRunning)));
+        assert!(matches!(
+            m.restart_app(&name("site"), false).await,
+            Err(ManagerError::NotRunning)
+        ));
         let started = m.start_app(&name("site")).await.unwrap();
         assert_eq!((started.app_id, started.restart_generation), (3, 0));
         let restarted = m.restart_app(&name("site"), true).await.unwrap();
         assert_eq!((restarted.app_id, restarted.restart_generation), (4, 1));
         assert_eq!(restarted.restart_mode, RestartMode::Rolling);
         let patched = m
-            .patch_app(&name("site"), AppPatch { privileged: Some(true), ..AppPatch::default() })
+            .patch_app(
+                &name("site"),
+                AppPatch {
+                    privileged: Some(true),
+                    ..AppPatch::default()
+                },
+            )
             .await
             .unwrap();
-        assert_eq!((patched.app_id, patched.restart_mode), (5, RestartMode::AsConfigured));
+        assert_eq!(
+            (patched.app_id, patched.restart_mode),
+            (5, RestartMode::AsConfigured)
+        );
         assert!(patched.spec.privileged);
     }
 
@@ -384,12 +474,29 @@ mod tests {
         let (m, _) = manager();
         let mut bad = AppSpec::with_image("site");
         bad.networks = vec![];
-        assert!(matches!(m.create_app(name("a"), bad).await, Err(ManagerError::Invalid(_))));
-        assert!(matches!(m.get_app(&name("a")).await, Err(ManagerError::AppNotFound)));
-        m.create_app(name("a"), AppSpec::with_image("site")).await.unwrap();
-        let patch = AppPatch { docker_image: Some("BAD".into()), ..AppPatch::default() };
-        assert!(matches!(m.patch_app(&name("a"), patch).await, Err(ManagerError::Invalid(_))));
-        assert!(matches!(m.patch_app(&name("a"), AppPatch::default()).await, Err(ManagerError::Invalid(_))));
+        assert!(matches!(
+            m.create_app(name("a"), bad).await,
+            Err(ManagerError::Invalid(_))
+        ));
+        assert!(matches!(
+            m.get_app(&name("a")).await,
+            Err(ManagerError::AppNotFound)
+        ));
+        m.create_app(name("a"), AppSpec::with_image("site"))
+            .await
+            .unwrap();
+        let patch = AppPatch {
+            docker_image: Some("BAD".into()),
+            ..AppPatch::default()
+        };
+        assert!(matches!(
+            m.patch_app(&name("a"), patch).await,
+            Err(ManagerError::Invalid(_))
+        ));
+        assert!(matches!(
+            m.patch_app(&name("a"), AppPatch::default()).await,
+            Err(ManagerError::Invalid(_))
+        ));
         assert_eq!(m.get_app(&name("a")).await.unwrap().app_id, 1);
     }
 
@@ -397,14 +504,30 @@ mod tests {
     async fn recreate_gets_a_new_incarnation_and_changes_are_published() {
         let (m, bus) = manager();
         let mut sub = bus.subscribe(&[Topic::AllApps]).await.unwrap();
-        let first = m.create_app(name("a"), AppSpec::with_image("site")).await.unwrap();
+        let first = m
+            .create_app(name("a"), AppSpec::with_image("site"))
+            .await
+            .unwrap();
         m.delete_app(&name("a")).await.unwrap();
-        assert!(matches!(m.delete_app(&name("a")).await, Err(ManagerError::AppNotFound)));
-        let second = m.create_app(name("a"), AppSpec::with_image("site")).await.unwrap();
+        assert!(matches!(
+            m.delete_app(&name("a")).await,
+            Err(ManagerError::AppNotFound)
+        ));
+        let second = m
+            .create_app(name("a"), AppSpec::with_image("site"))
+            .await
+            .unwrap();
         assert!(second.revision() > first.revision());
-        assert!(matches!(sub.next().await.unwrap().message, BusMessage::AppChanged { .. }));
-        assert!(matches!(sub.next().await.unwrap().message, BusMessage::AppDeleted { incarnation, .. } if incarnation == first.incarnation));
-        assert!(matches!(sub.next().await.unwrap().message, BusMessage::AppChanged { app } if app == second));
+        assert!(matches!(
+            sub.next().await.unwrap().message,
+            BusMessage::AppChanged { .. }
+        ));
+        assert!(
+            matches!(sub.next().await.unwrap().message, BusMessage::AppDeleted { incarnation, .. } if incarnation == first.incarnation)
+        );
+        assert!(
+            matches!(sub.next().await.unwrap().message, BusMessage::AppChanged { app } if app == second)
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -412,14 +535,25 @@ mod tests {
         let store: Arc<dyn Store> = Arc::new(InMemoryStore::new());
         let a = Manager::new(store.clone(), None);
         let b = Manager::new(store, None);
-        a.create_app(name("a"), AppSpec::with_image("site")).await.unwrap();
+        a.create_app(name("a"), AppSpec::with_image("site"))
+            .await
+            .unwrap();
         let mut tasks = Vec::new();
         for i in 0..20 {
             let m = if i % 2 == 0 { a.clone() } else { b.clone() };
             tasks.push(tokio::spawn(async move {
                 let mut env = BTreeMap::new();
                 env.insert("I".to_owned(), i.to_string());
-                m.patch_app(&name("a"), AppPatch { env_vars: Some(env), ..AppPatch::default() }).await.unwrap().app_id
+                m.patch_app(
+                    &name("a"),
+                    AppPatch {
+                        env_vars: Some(env),
+                        ..AppPatch::default()
+                    },
+                )
+                .await
+                .unwrap()
+                .app_id
             }));
         }
         let mut ids = Vec::new();

@@ -134,7 +134,9 @@ impl<'de> Deserialize<'de> for ContainersPer {
         let mut it = map.into_iter();
         match (it.next(), it.next()) {
             (Some((k, v)), None) => Self::from_key(&k, v).map_err(de::Error::custom),
-            _ => Err(de::Error::custom("containers_per must have exactly one key")),
+            _ => Err(de::Error::custom(
+                "containers_per must have exactly one key",
+            )),
         }
     }
 }
@@ -204,7 +206,10 @@ pub struct RolloutPolicy {
 
 impl Default for RolloutPolicy {
     fn default() -> Self {
-        Self { wave_size: 1, min_healthy_seconds: 5 }
+        Self {
+            wave_size: 1,
+            min_healthy_seconds: 5,
+        }
     }
 }
 
@@ -346,7 +351,13 @@ mod tests {
     #[test]
     fn app_json_shape_round_trips() {
         let mut spec = AppSpec::with_image("nginx:1.25");
-        spec.starting_ports = vec![StartingPort::Same(80), StartingPort::Mapped { host: 8443, container: 443 }];
+        spec.starting_ports = vec![
+            StartingPort::Same(80),
+            StartingPort::Mapped {
+                host: 8443,
+                container: 443,
+            },
+        ];
         spec.containers_per = ContainersPer::Cpu(0.5);
         spec.env_vars.insert("A".into(), "1".into());
         let app = App {
@@ -360,11 +371,17 @@ mod tests {
         };
         let json = serde_json::to_value(&app).unwrap();
         assert_eq!(json["app_name"], "site");
-        assert_eq!(json["starting_ports"], serde_json::json!([80, {"8443": "443"}]));
+        assert_eq!(
+            json["starting_ports"],
+            serde_json::json!([80, {"8443": "443"}])
+        );
         assert_eq!(json["containers_per"], serde_json::json!({"cpu": 0.5}));
         assert_eq!(json["networks"], serde_json::json!(["nebula", "bridge"]));
         assert_eq!(json["restart_mode"], "rolling");
-        assert_eq!(json["rollout"], serde_json::json!({"wave_size": 1, "min_healthy_seconds": 5}));
+        assert_eq!(
+            json["rollout"],
+            serde_json::json!({"wave_size": 1, "min_healthy_seconds": 5})
+        );
         let back: App = serde_json::from_value(json).unwrap();
         assert_eq!(back, app);
     }
@@ -373,12 +390,16 @@ mod tests {
     fn containers_per_server_serializes_as_integer() {
         let json = serde_json::to_value(ContainersPer::Server(2)).unwrap();
         assert_eq!(json, serde_json::json!({"server": 2}));
-        assert_eq!(serde_json::to_value(ContainersPer::Cpu(3.0)).unwrap(), serde_json::json!({"cpu": 3}));
+        assert_eq!(
+            serde_json::to_value(ContainersPer::Cpu(3.0)).unwrap(),
+            serde_json::json!({"cpu": 3})
+        );
     }
 
     #[test]
     fn containers_per_rejects_two_keys() {
-        let err = serde_json::from_value::<ContainersPer>(serde_json::json!({"cpu": 1, "server": 1}));
+        let err =
+            serde_json::from_value::<ContainersPer>(serde_json::json!({"cpu": 1, "server": 1}));
         assert!(err.is_err());
     }
 }

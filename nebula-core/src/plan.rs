@@ -11,12 +11,14 @@
 use std::collections::BTreeMap;
 
 use crate::container::{
-    ContainerId, ContainerSpec, ContainerState, Health, LABEL_SPEC_HASH, ObservedContainer, app_container,
+    ContainerId, ContainerSpec, ContainerState, Health, LABEL_SPEC_HASH, ObservedContainer,
+    app_container,
 };
 use crate::model::App;
 use crate::schedule::{HostResources, container_count, slot_of};
 
 /// One step on one container.
+#[allow(clippy::large_enum_variant)] // plans are short lists, built once
 #[derive(Clone, Debug, PartialEq)]
 pub enum Action {
     /// Create and start a container.
@@ -81,7 +83,13 @@ pub struct AppPlan {
 
 impl AppPlan {
     fn empty() -> Self {
-        Self { actions: Vec::new(), pull: Pull::Never, image: None, requeue_after_secs: None, problems: Vec::new() }
+        Self {
+            actions: Vec::new(),
+            pull: Pull::Never,
+            image: None,
+            requeue_after_secs: None,
+            problems: Vec::new(),
+        }
     }
 
     /// Whether the plan changes nothing.
@@ -95,7 +103,13 @@ impl AppPlan {
 #[must_use]
 pub fn plan_removal(observed: &[&ObservedContainer]) -> AppPlan {
     let mut plan = AppPlan::empty();
-    plan.actions = observed.iter().map(|c| Action::Remove { id: c.id.clone(), name: c.name.clone() }).collect();
+    plan.actions = observed
+        .iter()
+        .map(|c| Action::Remove {
+            id: c.id.clone(),
+            name: c.name.clone(),
+        })
+        .collect();
     plan
 }
 
@@ -108,7 +122,12 @@ enum Slot<'a> {
 /// Plans one app. `observed` holds the containers labelled with this app's name; `now` is in
 /// unix seconds.
 #[must_use]
-pub fn plan_app(app: &App, host: HostResources, observed: &[&ObservedContainer], now: u64) -> AppPlan {
+pub fn plan_app(
+    app: &App,
+    host: HostResources,
+    observed: &[&ObservedContainer],
+    now: u64,
+) -> AppPlan {
     if !app.spec.running {
         return plan_removal(observed);
     }
@@ -133,7 +152,10 @@ pub fn plan_app(app: &App, host: HostResources, observed: &[&ObservedContainer],
     let mut by_slot: BTreeMap<u32, &ObservedContainer> = BTreeMap::new();
     let mut extras = Vec::new();
     let rank = |c: &ObservedContainer, spec: &ContainerSpec| {
-        (c.label(LABEL_SPEC_HASH) == Some(spec.hash()), c.state == ContainerState::Running)
+        (
+            c.label(LABEL_SPEC_HASH) == Some(spec.hash()),
+            c.state == ContainerState::Running,
+        )
     };
     for c in observed {
         let slot = slot_of(app.app_name.as_str(), &c.name).filter(|s| (*s as usize) <= specs.len());
@@ -179,40 +201,48 @@ pub fn plan_app(app: &App, host: HostResources, observed: &[&ObservedContainer],
             Slot::Current(c) => {
                 any_current = true;
                 match c.state {
-                ContainerState::Running => match c.health {
-                    Health::Unhealthy => {
-                        unavailable += 1;
-                        plan.actions.push(Action::Restart { id: c.id.clone(), name: c.name.clone() });
-                    }
-                    Health::Starting => {
-                        unavailable += 1;
-                        wait_secs = Some(wait_secs.map_or(1, |w| w.min(1)));
-                    }
-                    Health::None | Health::Healthy => {
-                        let age = now.saturating_sub(c.created_at);
-                        if app.rolls() && age < min_healthy {
+                    ContainerState::Running => match c.health {
+                        Health::Unhealthy => {
                             unavailable += 1;
-                            let left = min_healthy - age;
-                            wait_secs = Some(wait_secs.map_or(left, |w| w.min(left)));
+                            plan.actions.push(Action::Restart {
+                                id: c.id.clone(),
+                                name: c.name.clone(),
+                            });
                         }
+                        Health::Starting => {
+                            unavailable += 1;
+                            wait_secs = Some(wait_secs.map_or(1, |w| w.min(1)));
+                        }
+                        Health::None | Health::Healthy => {
+                            let age = now.saturating_sub(c.created_at);
+                            if app.rolls() && age < min_healthy {
+                                unavailable += 1;
+                                let left = min_healthy - age;
+                                wait_secs = Some(wait_secs.map_or(left, |w| w.min(left)));
+                            }
+                        }
+                    },
+                    ContainerState::Created | ContainerState::Exited => {
+                        unavailable += 1;
+                        plan.actions.push(Action::Start {
+                            id: c.id.clone(),
+                            name: c.name.clone(),
+                        });
                     }
-                },
-                ContainerState::Created | ContainerState::Exited => {
-                    unavailable += 1;
-                    plan.actions.push(Action::Start { id: c.id.clone(), name: c.name.clone() });
-                }
-                ContainerState::Dead => {
-                    unavailable += 1;
-                    created = true;
-                    plan.actions.push(Action::Replace {
-                        id: c.id.clone(),
-                        name: c.name.clone(),
-                        new: Box::new(spec.clone()),
-                    });
-                }
-                ContainerState::Paused | ContainerState::Restarting | ContainerState::Removing => {
-                    unavailable += 1;
-                }
+                    ContainerState::Dead => {
+                        unavailable += 1;
+                        created = true;
+                        plan.actions.push(Action::Replace {
+                            id: c.id.clone(),
+                            name: c.name.clone(),
+                            new: Box::new(spec.clone()),
+                        });
+                    }
+                    ContainerState::Paused
+                    | ContainerState::Restarting
+                    | ContainerState::Removing => {
+                        unavailable += 1;
+                    }
                 }
             }
             Slot::Outdated(c) => {
@@ -238,10 +268,17 @@ pub fn plan_app(app: &App, host: HostResources, observed: &[&ObservedContainer],
     };
     let held_back = outdated_running.len().saturating_sub(budget);
     for (c, spec) in outdated_running.into_iter().take(budget) {
-        plan.actions.push(Action::Replace { id: c.id.clone(), name: c.name.clone(), new: Box::new(spec.clone()) });
+        plan.actions.push(Action::Replace {
+            id: c.id.clone(),
+            name: c.name.clone(),
+            new: Box::new(spec.clone()),
+        });
     }
     for c in extras {
-        plan.actions.push(Action::Remove { id: c.id.clone(), name: c.name.clone() });
+        plan.actions.push(Action::Remove {
+            id: c.id.clone(),
+            name: c.name.clone(),
+        });
     }
     if held_back > 0 {
         // The next wave starts when this one is healthy; a new container needs the full gate.

@@ -49,7 +49,9 @@ pub fn slot_of(app: &str, name: &str) -> Option<u32> {
 }
 
 /// One host-to-container port binding.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub struct PortBinding {
     /// The host port.
     pub host: u16,
@@ -65,7 +67,10 @@ pub fn port_bindings(ports: &[StartingPort], index: u32) -> Option<Vec<PortBindi
         .iter()
         .map(|p| {
             let host = u32::from(p.host()).checked_add(index.checked_sub(1)?)?;
-            Some(PortBinding { host: u16::try_from(host).ok()?, container: p.container() })
+            Some(PortBinding {
+                host: u16::try_from(host).ok()?,
+                container: p.container(),
+            })
         })
         .collect()
 }
@@ -75,22 +80,54 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    const FOUR: HostResources = HostResources { cpus: 4, memory_mb: 8192 };
+    const FOUR: HostResources = HostResources {
+        cpus: 4,
+        memory_mb: 8192,
+    };
 
     #[test]
     fn reference_examples() {
         assert_eq!(container_count(ContainersPer::Cpu(3.0), FOUR), 12);
         assert_eq!(container_count(ContainersPer::Cpu(0.1), FOUR), 0);
-        assert_eq!(container_count(ContainersPer::Cpu(0.5), HostResources { cpus: 3, memory_mb: 1 }), 1);
+        assert_eq!(
+            container_count(
+                ContainersPer::Cpu(0.5),
+                HostResources {
+                    cpus: 3,
+                    memory_mb: 1
+                }
+            ),
+            1
+        );
         assert_eq!(container_count(ContainersPer::Memory(3000.0), FOUR), 2);
         assert_eq!(container_count(ContainersPer::Server(2), FOUR), 2);
-        let ports = [StartingPort::Mapped { host: 81, container: 80 }];
-        let hosts: Vec<u16> = (1..=12).map(|i| port_bindings(&ports, i).unwrap()[0].host).collect();
+        let ports = [StartingPort::Mapped {
+            host: 81,
+            container: 80,
+        }];
+        let hosts: Vec<u16> = (1..=12)
+            .map(|i| port_bindings(&ports, i).unwrap()[0].host)
+            .collect();
         assert_eq!(hosts, (81..=92).collect::<Vec<_>>());
-        let mixed = [StartingPort::Same(80), StartingPort::Mapped { host: 8443, container: 443 }];
+        let mixed = [
+            StartingPort::Same(80),
+            StartingPort::Mapped {
+                host: 8443,
+                container: 443,
+            },
+        ];
         assert_eq!(
             port_bindings(&mixed, 2).unwrap(),
-            vec![PortBinding { host: 81, container: 80 }, PortBinding { host: 8444, container: 443 }]
+            vec![
+                PortBinding {
+                    host: 81,
+                    container: 80
+                },
+                PortBinding {
+                    host: 8444,
+                    container: 443
+                }
+            ]
         );
     }
 

@@ -77,8 +77,13 @@ pub trait Store: Send + Sync + 'static {
     /// Every document of a collection, sorted by key.
     async fn list(&self, coll: Collection) -> Result<Vec<(String, Stored)>, StoreError>;
     /// Writes a document if the expectation holds; returns the new revision.
-    async fn put(&self, coll: Collection, key: &str, doc: &serde_json::Value, expect: Expect)
-    -> Result<u64, StoreError>;
+    async fn put(
+        &self,
+        coll: Collection,
+        key: &str,
+        doc: &serde_json::Value,
+        expect: Expect,
+    ) -> Result<u64, StoreError>;
     /// Deletes a document if it is at revision `rev`.
     async fn delete(&self, coll: Collection, key: &str, rev: u64) -> Result<(), StoreError>;
 }

@@ -27,7 +27,10 @@ pub struct FieldError {
 impl FieldError {
     /// A new error for `field`.
     pub fn new(field: impl Into<String>, rule: impl fmt::Display) -> Self {
-        Self { field: field.into(), rule: rule.to_string() }
+        Self {
+            field: field.into(),
+            rule: rule.to_string(),
+        }
     }
 }
 
@@ -74,10 +77,11 @@ fn port_number(value: &serde_json::Value) -> Option<u16> {
 /// # Errors
 /// The rule broken, as text.
 pub fn starting_port(value: &serde_json::Value) -> Result<StartingPort, String> {
-    const RULE: &str =
-        "each entry must be a port number (1-65535) or a {\"host_port\": \"container_port\"} object";
+    const RULE: &str = "each entry must be a port number (1-65535) or a {\"host_port\": \"container_port\"} object";
     match value {
-        serde_json::Value::Number(_) => port_number(value).map(StartingPort::Same).ok_or_else(|| RULE.into()),
+        serde_json::Value::Number(_) => port_number(value)
+            .map(StartingPort::Same)
+            .ok_or_else(|| RULE.into()),
         serde_json::Value::Object(map) if map.len() == 1 => {
             let (host, container) = map.iter().next().ok_or(RULE)?;
             let host = port_number(&serde_json::Value::String(host.clone())).ok_or(RULE)?;
@@ -122,38 +126,66 @@ pub fn spec(spec: &AppSpec) -> Result<(), Vec<FieldError>> {
             errors.push(FieldError::new(format!("devices[{i}]"), rule));
         }
     }
-    for (field, len) in [("volumes", spec.volumes.len()), ("devices", spec.devices.len())] {
+    for (field, len) in [
+        ("volumes", spec.volumes.len()),
+        ("devices", spec.devices.len()),
+    ] {
         if len > MAX_LIST_LEN {
-            errors.push(FieldError::new(field, format!("must have at most {MAX_LIST_LEN} entries")));
+            errors.push(FieldError::new(
+                field,
+                format!("must have at most {MAX_LIST_LEN} entries"),
+            ));
         }
     }
     if let Some(cpu) = spec.cpu_limit
         && (!cpu.is_finite() || cpu <= 0.0 || cpu > 1024.0)
     {
-        errors.push(FieldError::new("cpu_limit", "must be a number of CPUs above 0 and at most 1024"));
+        errors.push(FieldError::new(
+            "cpu_limit",
+            "must be a number of CPUs above 0 and at most 1024",
+        ));
     }
     if spec.memory_limit_mb == Some(0) {
         errors.push(FieldError::new("memory_limit_mb", "must be at least 1"));
     }
-    for (field, args) in [("run_command", &spec.run_command), ("entrypoint", &spec.entrypoint)] {
+    for (field, args) in [
+        ("run_command", &spec.run_command),
+        ("entrypoint", &spec.entrypoint),
+    ] {
         if let Some(args) = args
-            && (args.len() > MAX_LIST_LEN || args.iter().any(|a| a.len() > MAX_STRING_LEN || a.contains('\0')))
+            && (args.len() > MAX_LIST_LEN
+                || args
+                    .iter()
+                    .any(|a| a.len() > MAX_STRING_LEN || a.contains('\0')))
         {
-            errors.push(FieldError::new(field, "must be a list of at most 256 strings without NUL"));
+            errors.push(FieldError::new(
+                field,
+                "must be a list of at most 256 strings without NUL",
+            ));
         }
     }
     if spec.rollout.wave_size == 0 {
         errors.push(FieldError::new("rollout.wave_size", "must be at least 1"));
     }
     if spec.rollout.min_healthy_seconds > 3600 {
-        errors.push(FieldError::new("rollout.min_healthy_seconds", "must be at most 3600"));
+        errors.push(FieldError::new(
+            "rollout.min_healthy_seconds",
+            "must be at most 3600",
+        ));
     }
-    if errors.is_empty() { Ok(()) } else { Err(errors) }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors)
+    }
 }
 
 fn ports(spec: &AppSpec, errors: &mut Vec<FieldError>) {
     if spec.starting_ports.len() > MAX_LIST_LEN {
-        errors.push(FieldError::new("starting_ports", format!("must have at most {MAX_LIST_LEN} entries")));
+        errors.push(FieldError::new(
+            "starting_ports",
+            format!("must have at most {MAX_LIST_LEN} entries"),
+        ));
         return;
     }
     let mut seen = BTreeSet::new();
@@ -161,7 +193,10 @@ fn ports(spec: &AppSpec, errors: &mut Vec<FieldError>) {
         if !seen.insert(port.container()) {
             errors.push(FieldError::new(
                 "starting_ports",
-                format!("container port {} appears twice; each entry needs its own container port", port.container()),
+                format!(
+                    "container port {} appears twice; each entry needs its own container port",
+                    port.container()
+                ),
             ));
         }
     }
@@ -174,18 +209,27 @@ fn ports(spec: &AppSpec, errors: &mut Vec<FieldError>) {
         if last > 65535 {
             errors.push(FieldError::new(
                 "starting_ports",
-                format!("host ports {}..{last} of {count} containers must stay within 1-65535", port.host()),
+                format!(
+                    "host ports {}..{last} of {count} containers must stay within 1-65535",
+                    port.host()
+                ),
             ));
         }
     }
-    let mut hosts: Vec<(u32, u32)> =
-        spec.starting_ports.iter().map(|p| (u32::from(p.host()), u32::from(p.host()) + count - 1)).collect();
+    let mut hosts: Vec<(u32, u32)> = spec
+        .starting_ports
+        .iter()
+        .map(|p| (u32::from(p.host()), u32::from(p.host()) + count - 1))
+        .collect();
     hosts.sort_unstable();
     for pair in hosts.windows(2) {
         if pair[1].0 <= pair[0].1 {
             errors.push(FieldError::new(
                 "starting_ports",
-                format!("host port ranges {}-{} and {}-{} overlap", pair[0].0, pair[0].1, pair[1].0, pair[1].1),
+                format!(
+                    "host port ranges {}-{} and {}-{} overlap",
+                    pair[0].0, pair[0].1, pair[1].0, pair[1].1
+                ),
             ));
         }
     }
@@ -193,22 +237,33 @@ fn ports(spec: &AppSpec, errors: &mut Vec<FieldError>) {
 
 fn containers_per(rule: ContainersPer, errors: &mut Vec<FieldError>) {
     if let Err(e) = ContainersPer::from_key(rule.key(), rule.value()) {
-        errors.push(FieldError::new("containers_per", format!("{}: {e}", rule.key())));
+        errors.push(FieldError::new(
+            "containers_per",
+            format!("{}: {e}", rule.key()),
+        ));
     }
     if matches!(rule, ContainersPer::Cpu(v) if v > f64::from(MAX_CONTAINERS_PER_HOST)) {
-        errors.push(FieldError::new("containers_per", "cpu: must be at most 1024 per CPU"));
+        errors.push(FieldError::new(
+            "containers_per",
+            "cpu: must be at most 1024 per CPU",
+        ));
     }
 }
 
 fn env_vars(spec: &AppSpec, errors: &mut Vec<FieldError>) {
     if spec.env_vars.len() > MAX_LIST_LEN {
-        errors.push(FieldError::new("env_vars", format!("must have at most {MAX_LIST_LEN} variables")));
+        errors.push(FieldError::new(
+            "env_vars",
+            format!("must have at most {MAX_LIST_LEN} variables"),
+        ));
     }
     for (key, value) in &spec.env_vars {
         let key_ok = !key.is_empty()
             && key.len() <= 256
             && !key.starts_with(|c: char| c.is_ascii_digit())
-            && key.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+            && key
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
         if !key_ok {
             errors.push(FieldError::new(
                 "env_vars",
@@ -216,14 +271,20 @@ fn env_vars(spec: &AppSpec, errors: &mut Vec<FieldError>) {
             ));
         }
         if value.len() > MAX_STRING_LEN || value.contains('\0') {
-            errors.push(FieldError::new(format!("env_vars.{key}"), "value must be at most 4096 bytes without NUL"));
+            errors.push(FieldError::new(
+                format!("env_vars.{key}"),
+                "value must be at most 4096 bytes without NUL",
+            ));
         }
     }
 }
 
 fn networks(networks: &[String], errors: &mut Vec<FieldError>) {
     if networks.is_empty() {
-        errors.push(FieldError::new("networks", "must name at least one network"));
+        errors.push(FieldError::new(
+            "networks",
+            "must name at least one network",
+        ));
         return;
     }
     if networks.len() > 16 {
@@ -231,16 +292,25 @@ fn networks(networks: &[String], errors: &mut Vec<FieldError>) {
     }
     for special in ["host", "none"] {
         if networks.iter().any(|n| n == special) && networks.len() > 1 {
-            errors.push(FieldError::new("networks", format!("\"{special}\" must be the only network")));
+            errors.push(FieldError::new(
+                "networks",
+                format!("\"{special}\" must be the only network"),
+            ));
         }
     }
     let mut seen = BTreeSet::new();
     for name in networks {
         if object_name("networks", name).is_err() {
-            errors.push(FieldError::new("networks", format!("{name:?} is not a valid network name")));
+            errors.push(FieldError::new(
+                "networks",
+                format!("{name:?} is not a valid network name"),
+            ));
         }
         if !seen.insert(name) {
-            errors.push(FieldError::new("networks", format!("{name:?} appears twice")));
+            errors.push(FieldError::new(
+                "networks",
+                format!("{name:?} appears twice"),
+            ));
         }
     }
 }
@@ -262,15 +332,31 @@ pub fn volume(volume: &str) -> Result<(), String> {
         [h, c, m] => (*h, *c, Some(*m)),
         _ => return Err(rule),
     };
-    let host_ok = path_like(host) && (host.starts_with('/') || object_name("volumes", host).is_ok());
+    let host_ok =
+        path_like(host) && (host.starts_with('/') || object_name("volumes", host).is_ok());
     if !host_ok || !path_like(container) || !container.starts_with('/') {
         return Err(rule);
     }
     if let Some(mode) = mode {
-        const MODES: [&str; 12] =
-            ["ro", "rw", "z", "Z", "nocopy", "shared", "rshared", "slave", "rslave", "private", "rprivate", "delegated"];
+        const MODES: [&str; 12] = [
+            "ro",
+            "rw",
+            "z",
+            "Z",
+            "nocopy",
+            "shared",
+            "rshared",
+            "slave",
+            "rslave",
+            "private",
+            "rprivate",
+            "delegated",
+        ];
         if mode.split(',').any(|m| !MODES.contains(&m)) {
-            return Err(format!("{volume:?}: mode must be a comma list of {}", MODES.join(", ")));
+            return Err(format!(
+                "{volume:?}: mode must be a comma list of {}",
+                MODES.join(", ")
+            ));
         }
     }
     Ok(())
@@ -305,7 +391,12 @@ mod tests {
     use serde_json::json;
 
     fn fields(spec_: &AppSpec) -> Vec<String> {
-        spec(spec_).err().unwrap_or_default().into_iter().map(|e| e.field).collect()
+        spec(spec_)
+            .err()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|e| e.field)
+            .collect()
     }
 
     #[test]
@@ -320,9 +411,29 @@ mod tests {
     #[test]
     fn port_forms() {
         assert_eq!(starting_port(&json!(80)), Ok(StartingPort::Same(80)));
-        assert_eq!(starting_port(&json!({"81": "80"})), Ok(StartingPort::Mapped { host: 81, container: 80 }));
-        assert_eq!(starting_port(&json!({"81": 80})), Ok(StartingPort::Mapped { host: 81, container: 80 }));
-        for bad in [json!(0), json!(65536), json!(-1), json!("80"), json!({"a": "80"}), json!({"1": "2", "3": "4"}), json!(1.5)] {
+        assert_eq!(
+            starting_port(&json!({"81": "80"})),
+            Ok(StartingPort::Mapped {
+                host: 81,
+                container: 80
+            })
+        );
+        assert_eq!(
+            starting_port(&json!({"81": 80})),
+            Ok(StartingPort::Mapped {
+                host: 81,
+                container: 80
+            })
+        );
+        for bad in [
+            json!(0),
+            json!(65536),
+            json!(-1),
+            json!("80"),
+            json!({"a": "80"}),
+            json!({"1": "2", "3": "4"}),
+            json!(1.5),
+        ] {
             assert!(starting_port(&bad).is_err(), "{bad}");
         }
     }
@@ -340,7 +451,13 @@ mod tests {
         assert_eq!(fields(&s), ["docker_image"]);
 
         let mut s = base.clone();
-        s.starting_ports = vec![StartingPort::Same(80), StartingPort::Mapped { host: 90, container: 80 }];
+        s.starting_ports = vec![
+            StartingPort::Same(80),
+            StartingPort::Mapped {
+                host: 90,
+                container: 80,
+            },
+        ];
         assert_eq!(fields(&s), ["starting_ports"]);
 
         let mut s = base.clone();
@@ -349,7 +466,13 @@ mod tests {
         assert_eq!(fields(&s), ["starting_ports"]);
 
         let mut s = base.clone();
-        s.starting_ports = vec![StartingPort::Same(80), StartingPort::Mapped { host: 81, container: 443 }];
+        s.starting_ports = vec![
+            StartingPort::Same(80),
+            StartingPort::Mapped {
+                host: 81,
+                container: 443,
+            },
+        ];
         s.containers_per = ContainersPer::Server(2);
         assert_eq!(fields(&s), ["starting_ports"]);
 

@@ -25,8 +25,8 @@ use tokio::time::Instant;
 
 use crate::bus::{Bus, BusMessage, Delivery, Subscription, Topic};
 use crate::container::{
-    ContainerSpec, LABEL_CONTAINER_TYPE, LABEL_ORCHESTRATOR, LABEL_OWNER, LABEL_SPEC_HASH, ORCHESTRATOR,
-    ObservedContainer,
+    ContainerSpec, LABEL_CONTAINER_TYPE, LABEL_ORCHESTRATOR, LABEL_OWNER, LABEL_SPEC_HASH,
+    ORCHESTRATOR, ObservedContainer,
 };
 use crate::model::{App, AppName};
 use crate::plan::{Action, AppPlan, Pull, plan_app, plan_removal};
@@ -155,7 +155,9 @@ impl std::fmt::Debug for Worker {
 }
 
 fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 impl Worker {
@@ -201,7 +203,11 @@ impl Worker {
         if !self.config.selection.includes(&app.app_name) {
             return false;
         }
-        if self.deleted.get(&app.app_name).is_some_and(|inc| app.incarnation <= *inc) {
+        if self
+            .deleted
+            .get(&app.app_name)
+            .is_some_and(|inc| app.incarnation <= *inc)
+        {
             return false;
         }
         let held = self.desired.get(&app.app_name);
@@ -209,12 +215,18 @@ impl Worker {
             return false;
         }
         let first_sight = held.is_none() && !self.synced;
-        let wait = if first_sight { Duration::ZERO } else { self.restart_wait() };
+        let wait = if first_sight {
+            Duration::ZERO
+        } else {
+            self.restart_wait()
+        };
         if !wait.is_zero() {
-            self.hold_until.insert(app.app_name.clone(), Instant::now() + wait);
+            self.hold_until
+                .insert(app.app_name.clone(), Instant::now() + wait);
         }
         if first_sight || !self.pruned.contains_key(&app.app_name) {
-            self.pruned.insert(app.app_name.clone(), app.prune_generation);
+            self.pruned
+                .insert(app.app_name.clone(), app.prune_generation);
         }
         self.desired.insert(app.app_name.clone(), app);
         true
@@ -224,7 +236,10 @@ impl Worker {
     pub fn apply(&mut self, message: BusMessage) -> bool {
         match message {
             BusMessage::AppChanged { app } => self.accept(app),
-            BusMessage::AppDeleted { app_name, incarnation } => {
+            BusMessage::AppDeleted {
+                app_name,
+                incarnation,
+            } => {
                 let entry = self.deleted.entry(app_name.clone()).or_insert(incarnation);
                 *entry = (*entry).max(incarnation);
                 match self.desired.get(&app_name) {
@@ -250,7 +265,12 @@ impl Worker {
         for app in apps {
             changed |= self.accept(app);
         }
-        let gone: Vec<AppName> = self.desired.keys().filter(|n| !names.contains(*n)).cloned().collect();
+        let gone: Vec<AppName> = self
+            .desired
+            .keys()
+            .filter(|n| !names.contains(*n))
+            .cloned()
+            .collect();
         for name in gone {
             if let Some(app) = self.desired.remove(&name) {
                 self.deleted.insert(name, app.incarnation);
@@ -283,7 +303,13 @@ impl Worker {
                 return outcome;
             }
         };
-        let observed = match self.runtime.list(&[(LABEL_ORCHESTRATOR, ORCHESTRATOR), (LABEL_CONTAINER_TYPE, "app")]).await
+        let observed = match self
+            .runtime
+            .list(&[
+                (LABEL_ORCHESTRATOR, ORCHESTRATOR),
+                (LABEL_CONTAINER_TYPE, "app"),
+            ])
+            .await
         {
             Ok(list) => list,
             Err(e) => {
@@ -309,7 +335,10 @@ impl Worker {
                 outcome.errors.push(p.clone());
             }
             if let Some(until) = self.hold_until.get(name).copied() {
-                let replaces = plan.actions.iter().any(|a| matches!(a, Action::Replace { .. }));
+                let replaces = plan
+                    .actions
+                    .iter()
+                    .any(|a| matches!(a, Action::Replace { .. }));
                 if until > instant && replaces {
                     tracing::info!(app = %name, wait_ms = (until - instant).as_millis(), "restart wait before replacing containers");
                     requeue = Some(requeue.map_or(until - instant, |r| r.min(until - instant)));
@@ -321,7 +350,12 @@ impl Worker {
                 let d = Duration::from_secs(secs);
                 requeue = Some(requeue.map_or(d, |r| r.min(d)));
             }
-            if app.spec.running && self.pruned.get(name).is_some_and(|g| *g < app.prune_generation) {
+            if app.spec.running
+                && self
+                    .pruned
+                    .get(name)
+                    .is_some_and(|g| *g < app.prune_generation)
+            {
                 prune = true;
                 self.pruned.insert(name.clone(), app.prune_generation);
             }
@@ -333,10 +367,17 @@ impl Worker {
             let ours: Vec<&ObservedContainer> = match &self.config.selection {
                 Selection::All => containers
                     .into_iter()
-                    .filter(|c| self.config.owner.is_none() || c.label(LABEL_OWNER) == self.config.owner.as_deref())
+                    .filter(|c| {
+                        self.config.owner.is_none()
+                            || c.label(LABEL_OWNER) == self.config.owner.as_deref()
+                    })
                     .collect(),
                 Selection::Apps(names) => {
-                    if names.iter().any(|n| n.as_str() == name) { containers } else { Vec::new() }
+                    if names.iter().any(|n| n.as_str() == name) {
+                        containers
+                    } else {
+                        Vec::new()
+                    }
                 }
             };
             if !ours.is_empty() {
@@ -348,8 +389,10 @@ impl Worker {
             let sem = Semaphore::new(self.config.parallelism.max(1));
             let (rt, config, sem) = (&*self.runtime, &self.config, &sem);
             let results =
-                join_all(plans.iter().map(|(name, plan)| async move { (name, execute(rt, plan, config, sem).await) }))
-                    .await;
+                join_all(plans.iter().map(|(name, plan)| async move {
+                    (name, execute(rt, plan, config, sem).await)
+                }))
+                .await;
             for (name, (done, errors)) in results {
                 outcome.done += done;
                 for e in errors {
@@ -365,7 +408,11 @@ impl Worker {
             }
         }
         if outcome.done > 0 || !outcome.errors.is_empty() {
-            tracing::info!(done = outcome.done, errors = outcome.errors.len(), "reconciled");
+            tracing::info!(
+                done = outcome.done,
+                errors = outcome.errors.len(),
+                "reconciled"
+            );
         }
         outcome
     }
@@ -439,6 +486,7 @@ impl Worker {
     }
 }
 
+#[allow(clippy::large_enum_variant)] // one event at a time
 enum Event {
     CheckIn,
     Reconcile,
@@ -454,7 +502,12 @@ async fn next_delivery(sub: Option<&mut Subscription>) -> Option<Delivery> {
 
 /// Executes one app's plan: pull first (a failed pull touches nothing), then every action,
 /// at most `sem` at once. Returns the number of actions done and the errors.
-async fn execute(rt: &dyn Runtime, plan: &AppPlan, config: &WorkerConfig, sem: &Semaphore) -> (usize, Vec<String>) {
+async fn execute(
+    rt: &dyn Runtime,
+    plan: &AppPlan,
+    config: &WorkerConfig,
+    sem: &Semaphore,
+) -> (usize, Vec<String>) {
     if let Some(image) = &plan.image {
         let pull = match plan.pull {
             Pull::Always => true,
@@ -465,7 +518,10 @@ async fn execute(rt: &dyn Runtime, plan: &AppPlan, config: &WorkerConfig, sem: &
             tracing::info!(%image, "pulling");
             if let Err(e) = rt.pull(image, config.registry_auth.as_ref()).await {
                 let present = rt.has_image(image).await.unwrap_or(false);
-                let replaces = plan.actions.iter().any(|a| matches!(a, Action::Replace { .. }));
+                let replaces = plan
+                    .actions
+                    .iter()
+                    .any(|a| matches!(a, Action::Replace { .. }));
                 if !present || (plan.pull == Pull::Always && replaces) {
                     return (0, vec![format!("pull {image}: {e}; nothing changed")]);
                 }
@@ -514,7 +570,10 @@ fn describe(action: &Action) -> String {
         Action::Create(s) => format!("create {}", s.name),
         Action::Start { name, .. } => format!("start {name}"),
         Action::Restart { name, .. } => format!("restart {name}"),
-        Action::Replace { name, new, .. } => format!("replace {name} (spec {})", new.labels.get(LABEL_SPEC_HASH).map_or("", String::as_str)),
+        Action::Replace { name, new, .. } => format!(
+            "replace {name} (spec {})",
+            new.labels.get(LABEL_SPEC_HASH).map_or("", String::as_str)
+        ),
         Action::Remove { name, .. } => format!("remove {name}"),
     }
 }

@@ -43,7 +43,10 @@ impl AuthConfig {
         if !self.enabled {
             return true;
         }
-        let Some(value) = headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()) else {
+        let Some(value) = headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+        else {
             return false;
         };
         let (scheme, credentials) = value.split_once(' ').unwrap_or((value, ""));
@@ -61,7 +64,9 @@ impl AuthConfig {
                 _ => false,
             }
         } else if scheme.eq_ignore_ascii_case("bearer") {
-            self.token.as_ref().is_some_and(|t| same(credentials.as_bytes(), t.as_bytes()))
+            self.token
+                .as_ref()
+                .is_some_and(|t| same(credentials.as_bytes(), t.as_bytes()))
         } else {
             false
         }
@@ -75,12 +80,18 @@ mod tests {
 
     fn headers(v: &str) -> HeaderMap {
         let mut h = HeaderMap::new();
-        h.insert(axum::http::header::AUTHORIZATION, HeaderValue::from_str(v).unwrap());
+        h.insert(
+            axum::http::header::AUTHORIZATION,
+            HeaderValue::from_str(v).unwrap(),
+        );
         h
     }
 
     fn basic(u: &str, p: &str) -> String {
-        format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}")))
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"))
+        )
     }
 
     #[test]
@@ -99,7 +110,10 @@ mod tests {
         assert!(!auth.admits(&headers("Basic !!!")));
         assert!(!auth.admits(&HeaderMap::new()));
         assert!(AuthConfig::default().admits(&HeaderMap::new()));
-        let no_token = AuthConfig { token: None, ..auth };
+        let no_token = AuthConfig {
+            token: None,
+            ..auth
+        };
         assert!(!no_token.admits(&headers("Bearer ")));
     }
 }

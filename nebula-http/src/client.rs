@@ -24,7 +24,10 @@ pub enum ClientAuth {
 impl std::fmt::Debug for ClientAuth {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Self::Basic { user, .. } => f.debug_struct("Basic").field("user", user).finish_non_exhaustive(),
+            Self::Basic { user, .. } => f
+                .debug_struct("Basic")
+                .field("user", user)
+                .finish_non_exhaustive(),
             Self::Bearer(_) => f.write_str("Bearer(<set>)"),
         }
     }
@@ -43,12 +46,20 @@ impl HttpSource {
     ///
     /// # Errors
     /// When the HTTP client cannot be built.
-    pub fn new(base: &str, auth: Option<ClientAuth>, timeout: Duration) -> Result<Self, SourceError> {
+    pub fn new(
+        base: &str,
+        auth: Option<ClientAuth>,
+        timeout: Duration,
+    ) -> Result<Self, SourceError> {
         let client = reqwest::Client::builder()
             .timeout(timeout)
             .build()
             .map_err(|e| SourceError::Unavailable(e.to_string()))?;
-        Ok(Self { base: base.trim_end_matches('/').to_owned(), auth, client })
+        Ok(Self {
+            base: base.trim_end_matches('/').to_owned(),
+            auth,
+            client,
+        })
     }
 
     async fn get(&self, path: &str) -> Result<(StatusCode, serde_json::Value), SourceError> {
@@ -58,12 +69,18 @@ impl HttpSource {
             Some(ClientAuth::Bearer(token)) => req.bearer_auth(token),
             None => req,
         };
-        let resp = req.send().await.map_err(|e| SourceError::Unavailable(e.without_url().to_string()))?;
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| SourceError::Unavailable(e.without_url().to_string()))?;
         let status = resp.status();
         if status == StatusCode::UNAUTHORIZED {
             return Err(SourceError::Unauthorized(format!("{path}: 401")));
         }
-        let body = resp.json().await.map_err(|e| SourceError::Unavailable(format!("{path}: {e}")))?;
+        let body = resp
+            .json()
+            .await
+            .map_err(|e| SourceError::Unavailable(format!("{path}: {e}")))?;
         Ok((status, body))
     }
 
@@ -80,9 +97,9 @@ impl HttpSource {
 
     async fn app(&self, name: &AppName) -> Result<Option<App>, SourceError> {
         match self.get(&format!("/api/v2/apps/{name}")).await? {
-            (StatusCode::OK, body) => serde_json::from_value(body)
-                .map(Some)
-                .map_err(|e| SourceError::Unavailable(format!("app {name}: unreadable document: {e}"))),
+            (StatusCode::OK, body) => serde_json::from_value(body).map(Some).map_err(|e| {
+                SourceError::Unavailable(format!("app {name}: unreadable document: {e}"))
+            }),
             (StatusCode::FORBIDDEN, body) if body["app_exists"] == false => Ok(None),
             (code, _) => Err(SourceError::Unavailable(format!("app {name}: {code}"))),
         }

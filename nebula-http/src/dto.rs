@@ -43,8 +43,16 @@ const SETTABLE: [&str; 16] = [
 ];
 
 /// Fields of the stored document a client may echo back but not set; ignored.
-const READ_ONLY: [&str; 8] =
-    ["app_name", "app_id", "incarnation", "restart_generation", "restart_mode", "prune_generation", "_id", "command"];
+const READ_ONLY: [&str; 8] = [
+    "app_name",
+    "app_id",
+    "incarnation",
+    "restart_generation",
+    "restart_mode",
+    "prune_generation",
+    "_id",
+    "command",
+];
 
 /// How a body is read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -66,9 +74,21 @@ fn check_keys(body: &Map<String, Value>) -> Result<(), ApiError> {
     let unknown: Vec<FieldError> = body
         .keys()
         .filter(|k| !SETTABLE.contains(&k.as_str()) && !READ_ONLY.contains(&k.as_str()))
-        .map(|k| FieldError::new(k.clone(), format!("is not an app field; settable fields are {}", SETTABLE.join(", "))))
+        .map(|k| {
+            FieldError::new(
+                k.clone(),
+                format!(
+                    "is not an app field; settable fields are {}",
+                    SETTABLE.join(", ")
+                ),
+            )
+        })
         .collect();
-    if unknown.is_empty() { Ok(()) } else { Err(ApiError::Invalid(unknown)) }
+    if unknown.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::Invalid(unknown))
+    }
 }
 
 /// Reads a full spec (create, POST update).
@@ -77,7 +97,9 @@ pub(crate) fn spec(body: &Map<String, Value>, mode: Mode) -> Result<AppSpec, Api
     let missing: Vec<String> = match mode {
         Mode::V1Full => V1_REQUIRED
             .iter()
-            .filter(|f| !body.contains_key(**f) && !(**f == "networks" && body.contains_key("network_mode")))
+            .filter(|f| {
+                !body.contains_key(**f) && (**f != "networks" || !body.contains_key("network_mode"))
+            })
             .map(|f| (*f).to_owned())
             .collect(),
         Mode::V2Full => {
@@ -125,7 +147,10 @@ pub(crate) fn patch(body: &Map<String, Value>) -> Result<AppPatch, ApiError> {
     p.networks = field!("networks", strings);
     if let Some(mode) = field!("network_mode", string) {
         if p.networks.is_some() {
-            errors.push(FieldError::new("network_mode", "give either networks or network_mode, not both"));
+            errors.push(FieldError::new(
+                "network_mode",
+                "give either networks or network_mode, not both",
+            ));
         }
         p.networks = Some(vec![mode]);
     }
@@ -134,27 +159,45 @@ pub(crate) fn patch(body: &Map<String, Value>) -> Result<AppPatch, ApiError> {
     p.privileged = field!("privileged", boolean);
     p.rolling_restart = field!("rolling_restart", boolean);
     p.memory_limit_mb = field!("memory_limit_mb", |v: &Value| nullable(v, |v| {
-        v.as_u64().filter(|n| *n >= 1).ok_or_else(|| "must be a whole number of MB, at least 1".to_owned())
+        v.as_u64()
+            .filter(|n| *n >= 1)
+            .ok_or_else(|| "must be a whole number of MB, at least 1".to_owned())
     }));
     p.cpu_limit = field!("cpu_limit", |v: &Value| nullable(v, |v| {
-        v.as_f64().ok_or_else(|| "must be a number of CPUs".to_owned())
+        v.as_f64()
+            .ok_or_else(|| "must be a number of CPUs".to_owned())
     }));
     p.run_command = field!("run_command", |v: &Value| nullable(v, strings));
     p.entrypoint = field!("entrypoint", |v: &Value| nullable(v, strings));
-    p.rollout = field!("rollout", |v: &Value| serde_json::from_value::<RolloutPolicy>(v.clone()).map_err(|e| {
-        format!("must be {{\"wave_size\": n, \"min_healthy_seconds\": s}}: {e}")
-    }));
-    if errors.is_empty() { Ok(p) } else { Err(ApiError::Invalid(errors)) }
+    p.rollout = field!("rollout", |v: &Value| {
+        serde_json::from_value::<RolloutPolicy>(v.clone())
+            .map_err(|e| format!("must be {{\"wave_size\": n, \"min_healthy_seconds\": s}}: {e}"))
+    });
+    if errors.is_empty() {
+        Ok(p)
+    } else {
+        Err(ApiError::Invalid(errors))
+    }
 }
 
-fn nullable<T>(v: &Value, parse: impl Fn(&Value) -> Result<T, String>) -> Result<Option<T>, String> {
-    if v.is_null() { Ok(None) } else { parse(v).map(Some) }
+fn nullable<T>(
+    v: &Value,
+    parse: impl Fn(&Value) -> Result<T, String>,
+) -> Result<Option<T>, String> {
+    if v.is_null() {
+        Ok(None)
+    } else {
+        parse(v).map(Some)
+    }
 }
 
 fn string(v: &Value) -> Result<String, String> {
     match v {
         Value::String(s) if s.len() <= validate::MAX_STRING_LEN => Ok(s.clone()),
-        Value::String(_) => Err(format!("must be at most {} bytes", validate::MAX_STRING_LEN)),
+        Value::String(_) => Err(format!(
+            "must be at most {} bytes",
+            validate::MAX_STRING_LEN
+        )),
         _ => Err("must be a string".into()),
     }
 }
@@ -166,15 +209,26 @@ fn boolean(v: &Value) -> Result<bool, String> {
 fn strings(v: &Value) -> Result<Vec<String>, String> {
     let items = v.as_array().ok_or("must be a list of strings")?;
     if items.len() > validate::MAX_LIST_LEN {
-        return Err(format!("must have at most {} entries", validate::MAX_LIST_LEN));
+        return Err(format!(
+            "must have at most {} entries",
+            validate::MAX_LIST_LEN
+        ));
     }
-    items.iter().map(|i| string(i).map_err(|_| "must be a list of strings".to_owned())).collect()
+    items
+        .iter()
+        .map(|i| string(i).map_err(|_| "must be a list of strings".to_owned()))
+        .collect()
 }
 
 fn starting_ports(v: &Value) -> Result<Vec<StartingPort>, String> {
-    let items = v.as_array().ok_or("must be a list of port numbers or {\"host\": \"container\"} objects")?;
+    let items = v
+        .as_array()
+        .ok_or("must be a list of port numbers or {\"host\": \"container\"} objects")?;
     if items.len() > validate::MAX_LIST_LEN {
-        return Err(format!("must have at most {} entries", validate::MAX_LIST_LEN));
+        return Err(format!(
+            "must have at most {} entries",
+            validate::MAX_LIST_LEN
+        ));
     }
     items.iter().map(validate::starting_port).collect()
 }
@@ -229,12 +283,17 @@ mod tests {
     fn v2_create_defaults_everything_but_the_image() {
         let s = spec(&map(json!({"docker_image": "nginx"})), Mode::V2Full).unwrap();
         assert_eq!(s, AppSpec::with_image("nginx"));
-        assert!(matches!(spec(&map(json!({})), Mode::V2Full), Err(ApiError::Missing(f)) if f == ["docker_image"]));
+        assert!(
+            matches!(spec(&map(json!({})), Mode::V2Full), Err(ApiError::Missing(f)) if f == ["docker_image"])
+        );
     }
 
     #[test]
     fn v1_create_needs_all_nine_and_takes_network_mode() {
-        let Err(ApiError::Missing(f)) = spec(&map(json!({"docker_image": "nginx"})), Mode::V1Full) else { panic!() };
+        let Err(ApiError::Missing(f)) = spec(&map(json!({"docker_image": "nginx"})), Mode::V1Full)
+        else {
+            panic!()
+        };
         assert_eq!(f.len(), 8);
         let body = json!({"starting_ports": [80], "containers_per": {"server": 2}, "env_vars": {"A": 1},
             "docker_image": "nginx", "running": true, "network_mode": "host", "volumes": [], "devices": [],
@@ -249,18 +308,43 @@ mod tests {
     fn type_errors_name_their_fields() {
         let body = json!({"docker_image": 5, "running": "yes", "containers_per": {"cpu": 1, "server": 1},
             "starting_ports": "80", "env_vars": {"A": [1]}, "bogus": 1});
-        let Err(ApiError::Invalid(e)) = patch(&map(body)) else { panic!() };
-        assert_eq!(e.iter().map(|e| e.field.as_str()).collect::<Vec<_>>(), ["bogus"]);
+        let Err(ApiError::Invalid(e)) = patch(&map(body)) else {
+            panic!()
+        };
+        assert_eq!(
+            e.iter().map(|e| e.field.as_str()).collect::<Vec<_>>(),
+            ["bogus"]
+        );
         let body = json!({"docker_image": 5, "running": "yes", "containers_per": {"cpu": 1, "server": 1},
             "starting_ports": "80", "env_vars": {"A": [1]}});
-        let Err(ApiError::Invalid(e)) = patch(&map(body)) else { panic!() };
+        let Err(ApiError::Invalid(e)) = patch(&map(body)) else {
+            panic!()
+        };
         let fields: Vec<&str> = e.iter().map(|e| e.field.as_str()).collect();
-        assert_eq!(fields, ["docker_image", "starting_ports", "containers_per", "env_vars", "running"]);
+        assert_eq!(
+            fields,
+            [
+                "docker_image",
+                "starting_ports",
+                "containers_per",
+                "env_vars",
+                "running"
+            ]
+        );
     }
 
     #[test]
     fn read_only_fields_are_ignored() {
-        let p = patch(&map(json!({"app_id": 99, "app_name": "x", "running": false}))).unwrap();
-        assert_eq!(p, AppPatch { running: Some(false), ..AppPatch::default() });
+        let p = patch(&map(
+            json!({"app_id": 99, "app_name": "x", "running": false}),
+        ))
+        .unwrap();
+        assert_eq!(
+            p,
+            AppPatch {
+                running: Some(false),
+                ..AppPatch::default()
+            }
+        );
     }
 }

@@ -78,18 +78,38 @@ impl ApiError {
             Self::Invalid(errors) => {
                 let mut body = Map::new();
                 for e in &errors {
-                    body.entry(e.field.clone()).or_insert_with(|| Value::String(e.rule.clone()));
+                    body.entry(e.field.clone())
+                        .or_insert_with(|| Value::String(e.rule.clone()));
                 }
-                let list: Vec<Value> = errors.iter().map(|e| json!({"field": e.field, "rule": e.rule})).collect();
+                let list: Vec<Value> = errors
+                    .iter()
+                    .map(|e| json!({"field": e.field, "rule": e.rule}))
+                    .collect();
                 body.insert("errors".into(), Value::Array(list));
                 (StatusCode::BAD_REQUEST, Value::Object(body))
             }
-            Self::Missing(fields) => (StatusCode::BAD_REQUEST, json!({ "missing_parameters": fields })),
-            Self::AppExists => (StatusCode::FORBIDDEN, json!({ "app_exists": dialect.flag(true) })),
-            Self::AppNotFound => (StatusCode::FORBIDDEN, json!({ "app_exists": dialect.flag(false) })),
-            Self::NotRunning => (StatusCode::FORBIDDEN, json!({ "running_before_restart": dialect.flag(false) })),
+            Self::Missing(fields) => (
+                StatusCode::BAD_REQUEST,
+                json!({ "missing_parameters": fields }),
+            ),
+            Self::AppExists => (
+                StatusCode::FORBIDDEN,
+                json!({ "app_exists": dialect.flag(true) }),
+            ),
+            Self::AppNotFound => (
+                StatusCode::FORBIDDEN,
+                json!({ "app_exists": dialect.flag(false) }),
+            ),
+            Self::NotRunning => (
+                StatusCode::FORBIDDEN,
+                json!({ "running_before_restart": dialect.flag(false) }),
+            ),
             Self::Unauthorized => {
-                let mut r = (StatusCode::UNAUTHORIZED, axum::Json(json!({"error": "unauthorized"}))).into_response();
+                let mut r = (
+                    StatusCode::UNAUTHORIZED,
+                    axum::Json(json!({"error": "unauthorized"})),
+                )
+                    .into_response();
                 r.headers_mut().insert(
                     axum::http::header::WWW_AUTHENTICATE,
                     axum::http::HeaderValue::from_static("Basic realm=\"nebula\""),
@@ -100,12 +120,21 @@ impl ApiError {
                 StatusCode::PAYLOAD_TOO_LARGE,
                 json!({"error": format!("body must be at most {} bytes", crate::MAX_BODY_BYTES)}),
             ),
-            Self::Contended => (StatusCode::CONFLICT, json!({"error": "too many concurrent changes to this app; retry"})),
+            Self::Contended => (
+                StatusCode::CONFLICT,
+                json!({"error": "too many concurrent changes to this app; retry"}),
+            ),
             Self::NoRoute => (StatusCode::NOT_FOUND, json!({"error": "no such route"})),
-            Self::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, json!({"error": "store unavailable; retry"})),
+            Self::Unavailable => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                json!({"error": "store unavailable; retry"}),
+            ),
             Self::Internal(detail) => {
                 tracing::error!(error = %detail, "internal error");
-                (StatusCode::INTERNAL_SERVER_ERROR, json!({"error": "internal error"}))
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    json!({"error": "internal error"}),
+                )
             }
         };
         (status, axum::Json(body)).into_response()

@@ -1,6 +1,9 @@
 //! The routes: v1 under `/api`, v2 under `/api/v2`, with the original's status codes and
 //! reply shapes in each dialect.
 
+// Handlers answer errors as ready responses; their size is irrelevant next to the I/O.
+#![allow(clippy::result_large_err)]
+
 use std::sync::Arc;
 
 use axum::extract::{FromRequest, Path, Request, State};
@@ -31,23 +34,35 @@ pub fn router(state: ApiState) -> Router {
     let v1 = Router::new()
         .route("/status", get(status))
         .route("/apps", get(list_apps))
-        .route("/apps/{app}", get(get_app).post(create_app).delete(delete_app))
+        .route(
+            "/apps/{app}",
+            get(get_app).post(create_app).delete(delete_app),
+        )
         .route("/apps/{app}/stop", post(stop))
         .route("/apps/{app}/start", post(start))
         .route("/apps/{app}/restart", post(restart))
         .route("/apps/{app}/roll", post(roll))
         .route("/apps/{app}/release", post(release))
         .route("/apps/{app}/prune", post(prune))
-        .route("/apps/{app}/update", post(update_full).put(update_patch).patch(update_patch))
+        .route(
+            "/apps/{app}/update",
+            post(update_full).put(update_patch).patch(update_patch),
+        )
         .layer(Extension(Dialect::V1));
     let v2 = Router::new()
         .route("/status", get(status))
         .route("/apps", get(list_apps))
-        .route("/apps/{app}", get(get_app).post(create_app).delete(delete_app))
+        .route(
+            "/apps/{app}",
+            get(get_app).post(create_app).delete(delete_app),
+        )
         .route("/apps/{app}/stop", post(stop))
         .route("/apps/{app}/start", post(start))
         .route("/apps/{app}/restart", post(restart))
-        .route("/apps/{app}/update", post(update_full).put(update_patch).patch(update_patch))
+        .route(
+            "/apps/{app}/update",
+            post(update_full).put(update_patch).patch(update_patch),
+        )
         .layer(Extension(Dialect::V2));
     Router::new()
         .nest("/api/v2", v2)
@@ -55,7 +70,10 @@ pub fn router(state: ApiState) -> Router {
         .layer(middleware::from_fn_with_state(state.clone(), authenticate))
         .fallback(|| async { ApiError::NoRoute })
         .method_not_allowed_fallback(|| async {
-            (StatusCode::METHOD_NOT_ALLOWED, Json(json!({"error": "method not allowed on this route"})))
+            (
+                StatusCode::METHOD_NOT_ALLOWED,
+                Json(json!({"error": "method not allowed on this route"})),
+            )
         })
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| {
             ApiError::Internal("handler panicked".into()).into_response()
@@ -79,7 +97,11 @@ impl<S: Send + Sync> FromRequest<S> for Body {
     type Rejection = Response;
 
     async fn from_request(req: Request, _: &S) -> Result<Self, Self::Rejection> {
-        let dialect = req.extensions().get::<Dialect>().copied().unwrap_or(Dialect::V2);
+        let dialect = req
+            .extensions()
+            .get::<Dialect>()
+            .copied()
+            .unwrap_or(Dialect::V2);
         let bytes = axum::body::to_bytes(req.into_body(), crate::MAX_BODY_BYTES)
             .await
             .map_err(|_| ApiError::TooLarge.render(dialect))?;
@@ -87,7 +109,11 @@ impl<S: Send + Sync> FromRequest<S> for Body {
             return Ok(Self(serde_json::Map::new()));
         }
         let value: Value = serde_json::from_slice(&bytes).map_err(|e| {
-            ApiError::from(nebula_core::validate::FieldError::new("body", format!("must be JSON: {e}"))).render(dialect)
+            ApiError::from(nebula_core::validate::FieldError::new(
+                "body",
+                format!("must be JSON: {e}"),
+            ))
+            .render(dialect)
         })?;
         dto::object(value).map(Self).map_err(|e| e.render(dialect))
     }
@@ -113,18 +139,38 @@ fn doc(app: &App, command: Option<&str>) -> Value {
 
 async fn status(Extension(dialect): Extension<Dialect>, State(state): State<ApiState>) -> Response {
     let store_ok = state.manager.list_apps().await.is_ok();
-    let code = if store_ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    (code, Json(json!({ "api_available": dialect.flag(store_ok) }))).into_response()
+    let code = if store_ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        code,
+        Json(json!({ "api_available": dialect.flag(store_ok) })),
+    )
+        .into_response()
 }
 
 async fn list_apps(Extension(dialect): Extension<Dialect>, State(state): State<ApiState>) -> Reply {
-    let apps = state.manager.list_apps().await.map_err(|e| ApiError::from(e).render(dialect))?;
+    let apps = state
+        .manager
+        .list_apps()
+        .await
+        .map_err(|e| ApiError::from(e).render(dialect))?;
     Ok(Json(json!({ "apps": apps })).into_response())
 }
 
-async fn get_app(Extension(d): Extension<Dialect>, State(state): State<ApiState>, Path(app): Path<String>) -> Reply {
+async fn get_app(
+    Extension(d): Extension<Dialect>,
+    State(state): State<ApiState>,
+    Path(app): Path<String>,
+) -> Reply {
     let name = app_name(&app, d)?;
-    let app = state.manager.get_app(&name).await.map_err(|e| ApiError::from(e).render(d))?;
+    let app = state
+        .manager
+        .get_app(&name)
+        .await
+        .map_err(|e| ApiError::from(e).render(d))?;
     Ok(Json(doc(&app, None)).into_response())
 }
 
@@ -135,17 +181,41 @@ async fn create_app(
     Body(body): Body,
 ) -> Reply {
     let name = app_name(&app, d)?;
-    let mode = if d == Dialect::V1 { Mode::V1Full } else { Mode::V2Full };
+    let mode = if d == Dialect::V1 {
+        Mode::V1Full
+    } else {
+        Mode::V2Full
+    };
     let spec = dto::spec(&body, mode).map_err(fail(d))?;
-    let app = state.manager.create_app(name, spec).await.map_err(|e| ApiError::from(e).render(d))?;
-    let code = if d == Dialect::V1 { StatusCode::ACCEPTED } else { StatusCode::OK };
+    let app = state
+        .manager
+        .create_app(name, spec)
+        .await
+        .map_err(|e| ApiError::from(e).render(d))?;
+    let code = if d == Dialect::V1 {
+        StatusCode::ACCEPTED
+    } else {
+        StatusCode::OK
+    };
     Ok((code, Json(doc(&app, None))).into_response())
 }
 
-async fn delete_app(Extension(d): Extension<Dialect>, State(state): State<ApiState>, Path(app): Path<String>) -> Reply {
+async fn delete_app(
+    Extension(d): Extension<Dialect>,
+    State(state): State<ApiState>,
+    Path(app): Path<String>,
+) -> Reply {
     let name = app_name(&app, d)?;
-    state.manager.delete_app(&name).await.map_err(|e| ApiError::from(e).render(d))?;
-    let code = if d == Dialect::V1 { StatusCode::ACCEPTED } else { StatusCode::OK };
+    state
+        .manager
+        .delete_app(&name)
+        .await
+        .map_err(|e| ApiError::from(e).render(d))?;
+    let code = if d == Dialect::V1 {
+        StatusCode::ACCEPTED
+    } else {
+        StatusCode::OK
+    };
     Ok((code, Json(json!({}))).into_response())
 }
 
@@ -156,28 +226,70 @@ where
     Fut: std::future::Future<Output = Result<App, nebula_core::manager::ManagerError>>,
 {
     let name = app_name(app, d)?;
-    let app = run(state.manager.clone(), name).await.map_err(|e| ApiError::from(e).render(d))?;
+    let app = run(state.manager.clone(), name)
+        .await
+        .map_err(|e| ApiError::from(e).render(d))?;
     let command = (d == Dialect::V1).then_some(cmd);
     Ok((StatusCode::ACCEPTED, Json(doc(&app, command))).into_response())
 }
 
-async fn stop(Extension(d): Extension<Dialect>, State(s): State<ApiState>, Path(app): Path<String>) -> Reply {
-    command(d, &s, &app, "stop", |m, n| async move { m.stop_app(&n).await }).await
+async fn stop(
+    Extension(d): Extension<Dialect>,
+    State(s): State<ApiState>,
+    Path(app): Path<String>,
+) -> Reply {
+    command(
+        d,
+        &s,
+        &app,
+        "stop",
+        |m, n| async move { m.stop_app(&n).await },
+    )
+    .await
 }
 
-async fn start(Extension(d): Extension<Dialect>, State(s): State<ApiState>, Path(app): Path<String>) -> Reply {
-    command(d, &s, &app, "start", |m, n| async move { m.start_app(&n).await }).await
+async fn start(
+    Extension(d): Extension<Dialect>,
+    State(s): State<ApiState>,
+    Path(app): Path<String>,
+) -> Reply {
+    command(
+        d,
+        &s,
+        &app,
+        "start",
+        |m, n| async move { m.start_app(&n).await },
+    )
+    .await
 }
 
-async fn restart(Extension(d): Extension<Dialect>, State(s): State<ApiState>, Path(app): Path<String>) -> Reply {
-    command(d, &s, &app, "restart", |m, n| async move { m.restart_app(&n, false).await }).await
+async fn restart(
+    Extension(d): Extension<Dialect>,
+    State(s): State<ApiState>,
+    Path(app): Path<String>,
+) -> Reply {
+    command(d, &s, &app, "restart", |m, n| async move {
+        m.restart_app(&n, false).await
+    })
+    .await
 }
 
-async fn roll(Extension(d): Extension<Dialect>, State(s): State<ApiState>, Path(app): Path<String>) -> Reply {
-    command(d, &s, &app, "roll", |m, n| async move { m.restart_app(&n, true).await }).await
+async fn roll(
+    Extension(d): Extension<Dialect>,
+    State(s): State<ApiState>,
+    Path(app): Path<String>,
+) -> Reply {
+    command(d, &s, &app, "roll", |m, n| async move {
+        m.restart_app(&n, true).await
+    })
+    .await
 }
 
-async fn release(Extension(d): Extension<Dialect>, State(s): State<ApiState>, Path(app): Path<String>) -> Reply {
+async fn release(
+    Extension(d): Extension<Dialect>,
+    State(s): State<ApiState>,
+    Path(app): Path<String>,
+) -> Reply {
     // The original's legacy release is a restart without the running check.
     command(d, &s, &app, "release", |m, n| async move {
         match m.restart_app(&n, false).await {
@@ -188,8 +300,19 @@ async fn release(Extension(d): Extension<Dialect>, State(s): State<ApiState>, Pa
     .await
 }
 
-async fn prune(Extension(d): Extension<Dialect>, State(s): State<ApiState>, Path(app): Path<String>) -> Reply {
-    command(d, &s, &app, "prune", |m, n| async move { m.prune_app(&n).await }).await
+async fn prune(
+    Extension(d): Extension<Dialect>,
+    State(s): State<ApiState>,
+    Path(app): Path<String>,
+) -> Reply {
+    command(
+        d,
+        &s,
+        &app,
+        "prune",
+        |m, n| async move { m.prune_app(&n).await },
+    )
+    .await
 }
 
 async fn update_full(
@@ -198,9 +321,16 @@ async fn update_full(
     Path(app): Path<String>,
     Body(body): Body,
 ) -> Reply {
-    let mode = if d == Dialect::V1 { Mode::V1Full } else { Mode::V2Full };
+    let mode = if d == Dialect::V1 {
+        Mode::V1Full
+    } else {
+        Mode::V2Full
+    };
     let spec = dto::spec(&body, mode).map_err(fail(d))?;
-    command(d, &s, &app, "update", |m, n| async move { m.update_app(&n, spec).await }).await
+    command(d, &s, &app, "update", |m, n| async move {
+        m.update_app(&n, spec).await
+    })
+    .await
 }
 
 async fn update_patch(
@@ -210,8 +340,15 @@ async fn update_patch(
     Body(body): Body,
 ) -> Reply {
     if body.is_empty() {
-        return Err((StatusCode::BAD_REQUEST, Json(json!({ "missing_parameters": d.flag(true) }))).into_response());
+        return Err((
+            StatusCode::BAD_REQUEST,
+            Json(json!({ "missing_parameters": d.flag(true) })),
+        )
+            .into_response());
     }
     let patch = dto::patch(&body).map_err(fail(d))?;
-    command(d, &s, &app, "update", |m, n| async move { m.patch_app(&n, patch).await }).await
+    command(d, &s, &app, "update", |m, n| async move {
+        m.patch_app(&n, patch).await
+    })
+    .await
 }

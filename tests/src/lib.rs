@@ -17,20 +17,39 @@ pub const IMAGE: &str = "127.0.0.1:5000/nebula-test/busybox:latest";
 pub const IMAGE_V2: &str = "127.0.0.1:5000/nebula-test/busybox:v2";
 
 /// Whether a Docker engine answers, and the test images exist in the registry; prints
-/// `SKIPPED` with the reason otherwise.
+/// `SKIPPED` with the reason otherwise (or fails, when `NEBULA_REQUIRE_ENGINE=1`, as in CI).
+///
+/// # Panics
+/// When the engine is required and missing.
 #[must_use]
 pub fn engine_ready(test: &str) -> bool {
-    let engine = Command::new("docker").args(["version", "--format", "{{.Server.APIVersion}}"]).output();
+    let ready = engine_and_images(test);
+    assert!(
+        ready || std::env::var_os("NEBULA_REQUIRE_ENGINE").is_none(),
+        "{test}: NEBULA_REQUIRE_ENGINE is set"
+    );
+    ready
+}
+
+fn engine_and_images(test: &str) -> bool {
+    let engine = Command::new("docker")
+        .args(["version", "--format", "{{.Server.APIVersion}}"])
+        .output();
     if !engine.is_ok_and(|o| o.status.success()) {
         println!("SKIPPED {test}: no Docker engine answers; start dockerd (see .ci/run) to run it");
         return false;
     }
     let in_registry = Command::new("curl")
-        .args(["-sf", "http://127.0.0.1:5000/v2/nebula-test/busybox/tags/list"])
+        .args([
+            "-sf",
+            "http://127.0.0.1:5000/v2/nebula-test/busybox/tags/list",
+        ])
         .output()
         .is_ok_and(|o| o.status.success());
     if !in_registry {
-        println!("SKIPPED {test}: the local registry on 127.0.0.1:5000 has no test images; run .ci/images.sh");
+        println!(
+            "SKIPPED {test}: the local registry on 127.0.0.1:5000 has no test images; run .ci/images.sh"
+        );
         return false;
     }
     true
@@ -45,7 +64,9 @@ pub fn unique(prefix: &str) -> String {
 /// A free TCP port on 127.0.0.1.
 #[must_use]
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map_or(0, |a| a.port())
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_or(0, |a| a.port())
 }
 
 /// A base for `count` consecutive host ports that are free now.
@@ -66,10 +87,16 @@ pub fn free_port_range(count: u16) -> u16 {
 /// When it has not been built.
 #[must_use]
 pub fn binary(name: &str) -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"), PathBuf::from);
+    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(
+        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"),
+        PathBuf::from,
+    );
     let path = target.join("debug").join(name);
-    assert!(path.exists(), "{} is missing: run `cargo build --workspace --bins` first", path.display());
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build --workspace --bins` first",
+        path.display()
+    );
     path
 }
 
@@ -93,7 +120,10 @@ impl Process {
         let mut p = Self {
             binary,
             args: args.iter().map(|s| (*s).to_owned()).collect(),
-            env: env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
+            env: env
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
             log,
             child: None,
         };
@@ -102,7 +132,11 @@ impl Process {
     }
 
     fn spawn(&mut self) {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).expect("log file");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("log file");
         let child = Command::new(&self.binary)
             .args(&self.args)
             .envs(self.env.iter().map(|(k, v)| (k, v)))
@@ -153,8 +187,16 @@ impl Api {
     /// A client for `http://127.0.0.1:<port>`.
     #[must_use]
     pub fn new(port: u16, user: &str, password: &str) -> Self {
-        let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap_or_default();
-        Self { base: format!("http://127.0.0.1:{port}"), user: user.into(), password: password.into(), client }
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .unwrap_or_default();
+        Self {
+            base: format!("http://127.0.0.1:{port}"),
+            user: user.into(),
+            password: password.into(),
+            client,
+        }
     }
 
     /// Calls the API; returns the status code and the JSON body (Null if none).
@@ -163,7 +205,10 @@ impl Api {
     /// When the server cannot be reached.
     pub async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
         let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
-        let mut req = self.client.request(method, format!("{}{path}", self.base)).basic_auth(&self.user, Some(&self.password));
+        let mut req = self
+            .client
+            .request(method, format!("{}{path}", self.base))
+            .basic_auth(&self.user, Some(&self.password));
         if let Some(b) = body {
             req = req.json(&b);
         }
@@ -190,7 +235,11 @@ impl Api {
             if ok {
                 return;
             }
-            assert!(Instant::now() < deadline, "API at {} not ready in 30 s", self.base);
+            assert!(
+                Instant::now() < deadline,
+                "API at {} not ready in 30 s",
+                self.base
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -210,7 +259,10 @@ pub struct Seen {
 }
 
 fn docker(args: &[&str]) -> String {
-    let out = Command::new("docker").args(args).output().expect("docker CLI");
+    let out = Command::new("docker")
+        .args(args)
+        .output()
+        .expect("docker CLI");
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -218,12 +270,22 @@ fn docker(args: &[&str]) -> String {
 /// given by `docker_host` (None: the default).
 #[must_use]
 pub fn containers(app: &str) -> Vec<Seen> {
-    let ids = docker(&["ps", "-aq", "--no-trunc", "--filter", &format!("label=app_name={app}")]);
+    let ids = docker(&[
+        "ps",
+        "-aq",
+        "--no-trunc",
+        "--filter",
+        &format!("label=app_name={app}"),
+    ]);
     let ids: Vec<&str> = ids.split_whitespace().collect();
     if ids.is_empty() {
         return Vec::new();
     }
-    let mut args = vec!["inspect", "--format", "{{.Name}} {{.Id}} {{.State.Status}} {{.Image}}"];
+    let mut args = vec![
+        "inspect",
+        "--format",
+        "{{.Name}} {{.Id}} {{.State.Status}} {{.Image}}",
+    ];
     args.extend(ids);
     let mut seen: Vec<Seen> = docker(&args)
         .lines()
@@ -244,7 +306,10 @@ pub fn containers(app: &str) -> Vec<Seen> {
 /// Running containers of `app`.
 #[must_use]
 pub fn running(app: &str) -> Vec<Seen> {
-    containers(app).into_iter().filter(|c| c.state == "running").collect()
+    containers(app)
+        .into_iter()
+        .filter(|c| c.state == "running")
+        .collect()
 }
 
 /// Force-removes a container by name.
@@ -264,20 +329,36 @@ pub fn cleanup(app: &str) {
 /// # Panics
 /// When the command fails.
 pub fn docker_ok(args: &[&str]) {
-    let out = Command::new("docker").args(args).output().expect("docker CLI");
-    assert!(out.status.success(), "docker {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("docker")
+        .args(args)
+        .output()
+        .expect("docker CLI");
+    assert!(
+        out.status.success(),
+        "docker {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// The image id of a local image reference.
 #[must_use]
 pub fn image_id(reference: &str) -> String {
-    docker(&["image", "inspect", "--format", "{{.Id}}", reference]).trim().to_owned()
+    docker(&["image", "inspect", "--format", "{{.Id}}", reference])
+        .trim()
+        .to_owned()
 }
 
 /// GET `http://127.0.0.1:<port>/` with a short timeout.
 pub async fn http_get(port: u16) -> Option<String> {
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(2)).build().ok()?;
-    let resp = client.get(format!("http://127.0.0.1:{port}/")).send().await.ok()?;
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .ok()?;
+    let resp = client
+        .get(format!("http://127.0.0.1:{port}/"))
+        .send()
+        .await
+        .ok()?;
     if !resp.status().is_success() {
         return None;
     }
@@ -295,7 +376,10 @@ where
 {
     let deadline = Instant::now() + timeout;
     while !check().await {
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for: {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for: {what}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -303,5 +387,8 @@ where
 /// The number of logical CPUs the engine reports.
 #[must_use]
 pub fn engine_cpus() -> u32 {
-    docker(&["info", "--format", "{{.NCPU}}"]).trim().parse().unwrap_or(1)
+    docker(&["info", "--format", "{{.NCPU}}"])
+        .trim()
+        .parse()
+        .unwrap_or(1)
 }

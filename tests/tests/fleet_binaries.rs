@@ -5,7 +5,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use nebula_tests::{
-    Api, Process, binary, cleanup, containers, engine_ready, free_port, free_port_range, running, unique, wait_for,
+    Api, Process, binary, cleanup, containers, engine_ready, free_port, free_port_range, running,
+    unique, wait_for,
 };
 use serde_json::json;
 
@@ -28,7 +29,10 @@ async fn api_manager_and_polling_worker() {
     let mut manager = Process::start(
         binary("nebula-api-manager"),
         &["--bind", &bind, "--data-dir", data.to_str().unwrap()],
-        &[("BASIC_AUTH_USER", "admin"), ("BASIC_AUTH_PASSWORD", "fleet-pw")],
+        &[
+            ("BASIC_AUTH_USER", "admin"),
+            ("BASIC_AUTH_PASSWORD", "fleet-pw"),
+        ],
         dir.join("manager.log"),
     );
     let api = Api::new(port, "admin", "fleet-pw");
@@ -52,36 +56,90 @@ async fn api_manager_and_polling_worker() {
         dir.join("worker.log"),
     );
 
-    assert_eq!(api.call("POST", &format!("/api/apps/{a}"), Some(v1_app(ports, 2))).await.0, 202);
-    assert_eq!(api.call("POST", &format!("/api/apps/{c}"), Some(v1_app(ports + 4, 1))).await.0, 202);
-    wait_for("the selected app runs", Duration::from_secs(60), || async { running(&a).len() == 2 }).await;
-    assert_eq!(api.call("POST", &format!("/api/apps/{b}"), Some(v1_app(ports + 2, 2))).await.0, 202);
-    wait_for("an app created later runs within a check-in", Duration::from_secs(30), || async {
-        running(&b).len() == 2
+    assert_eq!(
+        api.call("POST", &format!("/api/apps/{a}"), Some(v1_app(ports, 2)))
+            .await
+            .0,
+        202
+    );
+    assert_eq!(
+        api.call(
+            "POST",
+            &format!("/api/apps/{c}"),
+            Some(v1_app(ports + 4, 1))
+        )
+        .await
+        .0,
+        202
+    );
+    wait_for("the selected app runs", Duration::from_secs(60), || async {
+        running(&a).len() == 2
     })
     .await;
-    assert!(containers(&c).is_empty(), "an app not in APP_NAME never runs here");
+    assert_eq!(
+        api.call(
+            "POST",
+            &format!("/api/apps/{b}"),
+            Some(v1_app(ports + 2, 2))
+        )
+        .await
+        .0,
+        202
+    );
+    wait_for(
+        "an app created later runs within a check-in",
+        Duration::from_secs(30),
+        || async { running(&b).len() == 2 },
+    )
+    .await;
+    assert!(
+        containers(&c).is_empty(),
+        "an app not in APP_NAME never runs here"
+    );
 
-    assert_eq!(api.call("DELETE", &format!("/api/apps/{a}"), None).await.0, 202);
-    wait_for("a deleted app is removed", Duration::from_secs(30), || async { containers(&a).is_empty() }).await;
+    assert_eq!(
+        api.call("DELETE", &format!("/api/apps/{a}"), None).await.0,
+        202
+    );
+    wait_for(
+        "a deleted app is removed",
+        Duration::from_secs(30),
+        || async { containers(&a).is_empty() },
+    )
+    .await;
 
     // Worker SIGKILLed and restarted: adopts b's containers.
     let before = containers(&b);
     worker.kill9();
     worker.restart();
     tokio::time::sleep(Duration::from_secs(4)).await;
-    assert_eq!(containers(&b), before, "a restarted worker recreates nothing");
+    assert_eq!(
+        containers(&b),
+        before,
+        "a restarted worker recreates nothing"
+    );
 
     // Manager down: the worker keeps what runs.
     manager.kill9();
     tokio::time::sleep(Duration::from_secs(4)).await;
-    assert_eq!(containers(&b), before, "a manager outage takes nothing down");
+    assert_eq!(
+        containers(&b),
+        before,
+        "a manager outage takes nothing down"
+    );
     manager.restart();
     api.wait_ready().await;
-    assert_eq!(api.call("POST", &format!("/api/apps/{b}/stop"), None).await.0, 202);
-    wait_for("changes flow again after the manager returns", Duration::from_secs(30), || async {
-        containers(&b).is_empty()
-    })
+    assert_eq!(
+        api.call("POST", &format!("/api/apps/{b}/stop"), None)
+            .await
+            .0,
+        202
+    );
+    wait_for(
+        "changes flow again after the manager returns",
+        Duration::from_secs(30),
+        || async { containers(&b).is_empty() },
+    )
     .await;
     assert!(worker.log().contains("sync failed"), "the outage is logged");
 
@@ -104,10 +162,23 @@ fn bad_configuration_lists_every_problem_and_exits_2() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    for needle in ["APP_NAME \"bad name\"", "NEBULA_MANAGER_PORT", "MAX_RESTART_WAIT_IN_SECONDS", "NEBULA_MANAGER_URI or NEBULA_MANAGER_HOST"] {
+    for needle in [
+        "APP_NAME \"bad name\"",
+        "NEBULA_MANAGER_PORT",
+        "MAX_RESTART_WAIT_IN_SECONDS",
+        "NEBULA_MANAGER_URI or NEBULA_MANAGER_HOST",
+    ] {
         assert!(err.contains(needle), "{needle} missing from:\n{err}");
     }
-    let out = Command::new(binary("nebula-api-manager")).env_clear().args(["--bind", "127.0.0.1:1"]).output().unwrap();
-    assert_eq!(out.status.code(), Some(2), "auth on with no credentials refuses to start");
+    let out = Command::new(binary("nebula-api-manager"))
+        .env_clear()
+        .args(["--bind", "127.0.0.1:1"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "auth on with no credentials refuses to start"
+    );
     assert!(String::from_utf8_lossy(&out.stderr).contains("AUTH_ENABLED"));
 }

@@ -5,8 +5,8 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use nebula_tests::{
-    Api, IMAGE, Process, Seen, binary, cleanup, containers, docker_rm, engine_cpus, engine_ready, free_port,
-    free_port_range, http_get, running, unique, wait_for,
+    Api, IMAGE, Process, Seen, binary, cleanup, containers, docker_rm, engine_cpus, engine_ready,
+    free_port, free_port_range, http_get, running, unique, wait_for,
 };
 use serde_json::json;
 
@@ -38,7 +38,13 @@ impl Site {
         let data = dir.join("data");
         let nebula = Process::start(
             binary("nebula"),
-            &["standalone", "--bind", &bind, "--data-dir", data.to_str().unwrap()],
+            &[
+                "standalone",
+                "--bind",
+                &bind,
+                "--data-dir",
+                data.to_str().unwrap(),
+            ],
             &[
                 ("BASIC_AUTH_USER", "admin"),
                 ("BASIC_AUTH_PASSWORD", "e2e-secret"),
@@ -54,7 +60,14 @@ impl Site {
         let count = (engine_cpus() * 3) as usize;
         let base_port = free_port_range(u16::try_from(count).unwrap());
         let app = unique(test);
-        Self { nebula, api, app, base_port, count, _dir: TempDir(dir) }
+        Self {
+            nebula,
+            api,
+            app,
+            base_port,
+            count,
+            _dir: TempDir(dir),
+        }
     }
 
     fn ports(&self) -> impl Iterator<Item = u16> + '_ {
@@ -76,7 +89,9 @@ impl Site {
         wait_for(what, Duration::from_secs(60), || self.all_serve(message)).await;
         let names: Vec<String> = running(&self.app).into_iter().map(|c| c.name).collect();
         let want: Vec<String> = {
-            let mut w: Vec<String> = (1..=self.count).map(|i| format!("{}-{i}", self.app)).collect();
+            let mut w: Vec<String> = (1..=self.count)
+                .map(|i| format!("{}-{i}", self.app))
+                .collect();
             w.sort();
             w
         };
@@ -116,37 +131,83 @@ async fn site_example_end_to_end() {
     let (code, doc) = site.api.call("POST", &path, Some(body)).await;
     assert_eq!(code, 200, "{doc}");
     assert_eq!(doc["app_id"], 1);
-    site.wait_serving("v1", "3 x CPUs containers serving v1").await;
+    site.wait_serving("v1", "3 x CPUs containers serving v1")
+        .await;
 
     // Bad input through the real server: 400 naming the field, nothing changes.
-    let (code, reply) = site.api.call("PUT", &format!("{path}/update"), Some(json!({"starting_ports": [0]}))).await;
-    assert_eq!((code, reply["errors"][0]["field"].clone()), (400, json!("starting_ports")));
+    let (code, reply) = site
+        .api
+        .call(
+            "PUT",
+            &format!("{path}/update"),
+            Some(json!({"starting_ports": [0]})),
+        )
+        .await;
+    assert_eq!(
+        (code, reply["errors"][0]["field"].clone()),
+        (400, json!("starting_ports"))
+    );
     assert_eq!(site.api.call("GET", &path, None).await.1["app_id"], 1);
 
     // Update an env var: every container serves the new value.
-    let (code, _) = site.api.call("PUT", &format!("{path}/update"), Some(json!({"env_vars": {"MESSAGE": "v2"}}))).await;
+    let (code, _) = site
+        .api
+        .call(
+            "PUT",
+            &format!("{path}/update"),
+            Some(json!({"env_vars": {"MESSAGE": "v2"}})),
+        )
+        .await;
     assert_eq!(code, 202);
-    site.wait_serving("v2", "every container serving v2 after the update").await;
+    site.wait_serving("v2", "every container serving v2 after the update")
+        .await;
 
     // Stop: nothing runs. Start: all back.
-    assert_eq!(site.api.call("POST", &format!("{path}/stop"), None).await.0, 202);
-    wait_for("no container after stop", Duration::from_secs(60), || async { containers(&app).is_empty() }).await;
-    assert_eq!(site.api.call("POST", &format!("{path}/start"), None).await.0, 202);
+    assert_eq!(
+        site.api.call("POST", &format!("{path}/stop"), None).await.0,
+        202
+    );
+    wait_for(
+        "no container after stop",
+        Duration::from_secs(60),
+        || async { containers(&app).is_empty() },
+    )
+    .await;
+    assert_eq!(
+        site.api
+            .call("POST", &format!("{path}/start"), None)
+            .await
+            .0,
+        202
+    );
     site.wait_serving("v2", "all back after start").await;
 
     // Restart: every container replaced.
     let before = site.ids();
-    assert_eq!(site.api.call("POST", &format!("{path}/restart"), None).await.0, 202);
-    wait_for("every container replaced after restart", Duration::from_secs(60), || async {
-        let now = site.ids();
-        now.len() == site.count && now.is_disjoint(&before)
-    })
+    assert_eq!(
+        site.api
+            .call("POST", &format!("{path}/restart"), None)
+            .await
+            .0,
+        202
+    );
+    wait_for(
+        "every container replaced after restart",
+        Duration::from_secs(60),
+        || async {
+            let now = site.ids();
+            now.len() == site.count && now.is_disjoint(&before)
+        },
+    )
     .await;
     site.wait_serving("v2", "serving after restart").await;
 
     // Roll (v1): one container at a time while the others serve.
     let before = site.ids();
-    let (code, doc) = site.api.call("POST", &format!("/api/apps/{app}/roll"), None).await;
+    let (code, doc) = site
+        .api
+        .call("POST", &format!("/api/apps/{app}/roll"), None)
+        .await;
     assert_eq!((code, doc["command"].clone()), (202, json!("roll")));
     let mut fewest_serving = site.count;
     let mut most_new_at_once = 0;
@@ -167,11 +228,20 @@ async fn site_example_end_to_end() {
         if replaced == site.count && site.all_serve("v2").await {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "roll did not finish: {now:?}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "roll did not finish: {now:?}"
+        );
         tokio::time::sleep(Duration::from_millis(150)).await;
     }
-    assert!(fewest_serving + 1 >= site.count, "at most one container down during the roll (fewest serving {fewest_serving})");
-    assert!(most_new_at_once <= 1, "replaced one at a time (saw {most_new_at_once} at once)");
+    assert!(
+        fewest_serving + 1 >= site.count,
+        "at most one container down during the roll (fewest serving {fewest_serving})"
+    );
+    assert!(
+        most_new_at_once <= 1,
+        "replaced one at a time (saw {most_new_at_once} at once)"
+    );
 
     // SIGKILL and restart nebula: not one container recreated.
     let before = site.ids();
@@ -180,23 +250,34 @@ async fn site_example_end_to_end() {
     site.api.wait_ready().await;
     // Several reconcile intervals and a check-in pass.
     tokio::time::sleep(Duration::from_secs(CHECK_IN + 3)).await;
-    assert_eq!(site.ids(), before, "a restarted nebula adopts the containers it finds");
+    assert_eq!(
+        site.ids(),
+        before,
+        "a restarted nebula adopts the containers it finds"
+    );
     assert!(site.all_serve("v2").await);
     assert!(site.nebula.log().contains("API listening"));
 
     // A container removed by hand comes back within one check-in.
     let victim = format!("{app}-2");
     docker_rm(&victim);
-    wait_for("hand-removed container back", Duration::from_secs(CHECK_IN + 5), || async {
-        running(&app).iter().any(|c| c.name == victim)
-    })
+    wait_for(
+        "hand-removed container back",
+        Duration::from_secs(CHECK_IN + 5),
+        || async { running(&app).iter().any(|c| c.name == victim) },
+    )
     .await;
-    site.wait_serving("v2", "serving after drift correction").await;
+    site.wait_serving("v2", "serving after drift correction")
+        .await;
 
     // Delete: everything removed.
     let (code, _) = site.api.call("DELETE", &path, None).await;
     assert_eq!(code, 200);
-    wait_for("all containers removed after delete", Duration::from_secs(60), || async { containers(&app).is_empty() }).await;
+    wait_for(
+        "all containers removed after delete",
+        Duration::from_secs(60),
+        || async { containers(&app).is_empty() },
+    )
+    .await;
     assert_eq!(site.api.call("GET", &path, None).await.0, 403);
 }
-

@@ -7,7 +7,11 @@ use clap::Parser;
 use nebula_bin::config::{ApiConfig, Layers};
 
 #[derive(Parser)]
-#[command(name = "nebula-api-manager", version, about = "Nebula's REST API over the embedded store.")]
+#[command(
+    name = "nebula-api-manager",
+    version,
+    about = "Nebula's REST API over the embedded store."
+)]
 struct Cli {
     /// Listen address [env: NEBULA_BIND] [default: 0.0.0.0:80].
     #[arg(long)]
@@ -22,8 +26,11 @@ struct Cli {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let mut layers =
-        Layers::new([("nebula_bind", cli.bind), ("nebula_data_dir", cli.data_dir)], std::env::vars(), cli.config.as_deref());
+    let mut layers = Layers::new(
+        [("nebula_bind", cli.bind), ("nebula_data_dir", cli.data_dir)],
+        std::env::vars(),
+        cli.config.as_deref(),
+    );
     let api = ApiConfig::read(&mut layers, "0.0.0.0:80", false);
     if let Err(e) = layers.finish() {
         eprintln!("nebula-api-manager: {e}");

@@ -7,7 +7,11 @@ use clap::Parser;
 use nebula_bin::config::{Layers, WorkerManagerConfig};
 
 #[derive(Parser)]
-#[command(name = "nebula-worker-manager", version, about = "Nebula's per-host worker.")]
+#[command(
+    name = "nebula-worker-manager",
+    version,
+    about = "Nebula's per-host worker."
+)]
 struct Cli {
     /// The manager's base URL [env: NEBULA_MANAGER_URI].
     #[arg(long)]
@@ -23,7 +27,10 @@ struct Cli {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let mut layers = Layers::new(
-        [("nebula_manager_uri", cli.manager_uri), ("app_name", cli.app_name)],
+        [
+            ("nebula_manager_uri", cli.manager_uri),
+            ("app_name", cli.app_name),
+        ],
         std::env::vars(),
         cli.config.as_deref(),
     );

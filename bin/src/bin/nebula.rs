@@ -8,7 +8,11 @@ use nebula_bin::config::{ApiConfig, EngineConfig, Layers};
 use nebula_core::worker::Selection;
 
 #[derive(Parser)]
-#[command(name = "nebula", version, about = "Push the same containers to every server of an app, and keep them there.")]
+#[command(
+    name = "nebula",
+    version,
+    about = "Push the same containers to every server of an app, and keep them there."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -37,7 +41,13 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let Command::Standalone { bind, data_dir, config, check_in_time, reconcile_interval } = Cli::parse().command;
+    let Command::Standalone {
+        bind,
+        data_dir,
+        config,
+        check_in_time,
+        reconcile_interval,
+    } = Cli::parse().command;
     let mut layers = Layers::new(
         [
             ("nebula_bind", bind),

@@ -6,12 +6,18 @@ use super::*;
 use crate::container::{LABEL_APP_NAME, LABEL_CONTAINER_TYPE, LABEL_ORCHESTRATOR, ORCHESTRATOR};
 use crate::model::{AppName, AppSpec, ContainersPer, RestartMode, StartingPort};
 
-const HOST: HostResources = HostResources { cpus: 4, memory_mb: 8192 };
+const HOST: HostResources = HostResources {
+    cpus: 4,
+    memory_mb: 8192,
+};
 
 fn app(count: u32, rolling: bool, wave: u32, min_healthy: u32) -> App {
     let mut spec = AppSpec::with_image("site:v1");
     spec.containers_per = ContainersPer::Server(count.max(1));
-    spec.starting_ports = vec![StartingPort::Mapped { host: 8000, container: 80 }];
+    spec.starting_ports = vec![StartingPort::Mapped {
+        host: 8000,
+        container: 80,
+    }];
     spec.rolling_restart = rolling;
     spec.rollout.wave_size = wave;
     spec.rollout.min_healthy_seconds = min_healthy;
@@ -59,7 +65,11 @@ impl World {
         for action in &plan.actions {
             match action {
                 Action::Create(spec) => {
-                    assert!(!self.containers.iter().any(|c| c.name == spec.name), "name taken: {}", spec.name);
+                    assert!(
+                        !self.containers.iter().any(|c| c.name == spec.name),
+                        "name taken: {}",
+                        spec.name
+                    );
                     let c = self.container(spec, now);
                     self.containers.push(c);
                 }
@@ -93,7 +103,8 @@ impl World {
                 c.name == spec.name
                     && c.state == ContainerState::Running
                     && (c.label(LABEL_SPEC_HASH) != Some(spec.hash())
-                        || now.saturating_sub(c.created_at) >= u64::from(app.spec.rollout.min_healthy_seconds))
+                        || now.saturating_sub(c.created_at)
+                            >= u64::from(app.spec.rollout.min_healthy_seconds))
             });
             if !serving {
                 down += 1;
@@ -117,7 +128,12 @@ impl World {
 }
 
 /// Runs plan/apply until the plan is empty; returns the steps taken and the final time.
-fn converge(world: &mut World, app: &App, mut now: u64, mut check: impl FnMut(&World, u64)) -> (usize, u64) {
+fn converge(
+    world: &mut World,
+    app: &App,
+    mut now: u64,
+    mut check: impl FnMut(&World, u64),
+) -> (usize, u64) {
     for step in 0..10_000 {
         let plan = world.plan(app, now);
         if plan.is_empty() && plan.requeue_after_secs.is_none() {
@@ -158,7 +174,13 @@ fn env_change_replaces_all_at_once_and_pulls_first() {
     new.spec.env_vars.insert("A".into(), "2".into());
     let plan = world.plan(&new, 100);
     assert_eq!(plan.pull, Pull::Always);
-    assert_eq!(plan.actions.iter().filter(|a| matches!(a, Action::Replace { .. })).count(), 3);
+    assert_eq!(
+        plan.actions
+            .iter()
+            .filter(|a| matches!(a, Action::Replace { .. }))
+            .count(),
+        3
+    );
     world.apply(&plan, 100);
     assert!(world.converged_on(&new));
 }
@@ -172,7 +194,13 @@ fn start_and_stop_do_not_replace() {
     assert!(world.plan(&bumped, 100).is_empty());
     bumped.spec.running = false;
     let plan = world.plan(&bumped, 100);
-    assert_eq!(plan.actions.iter().filter(|a| matches!(a, Action::Remove { .. })).count(), 2);
+    assert_eq!(
+        plan.actions
+            .iter()
+            .filter(|a| matches!(a, Action::Remove { .. }))
+            .count(),
+        2
+    );
 }
 
 #[test]
@@ -257,7 +285,12 @@ fn a_failed_wave_halts_the_rollout() {
     }
     for t in 11..20 {
         let plan = world.plan(&rolled, t);
-        assert!(plan.actions.iter().all(|a| !matches!(a, Action::Replace { .. })), "{plan:?}");
+        assert!(
+            plan.actions
+                .iter()
+                .all(|a| !matches!(a, Action::Replace { .. })),
+            "{plan:?}"
+        );
     }
 }
 
@@ -277,7 +310,13 @@ fn strangers_and_duplicates_are_removed() {
     let removed: Vec<_> = plan
         .actions
         .iter()
-        .filter_map(|a| if let Action::Remove { id, .. } = a { Some(id.0.clone()) } else { None })
+        .filter_map(|a| {
+            if let Action::Remove { id, .. } = a {
+                Some(id.0.clone())
+            } else {
+                None
+            }
+        })
         .collect();
     assert_eq!(removed, ["dup", "odd"]);
 }
@@ -292,7 +331,11 @@ fn arb_state() -> impl Strategy<Value = ContainerState> {
 }
 
 fn arb_health() -> impl Strategy<Value = Health> {
-    prop_oneof![Just(Health::None), Just(Health::Healthy), Just(Health::Unhealthy)]
+    prop_oneof![
+        Just(Health::None),
+        Just(Health::Healthy),
+        Just(Health::Unhealthy)
+    ]
 }
 
 type RawContainer = (u32, bool, ContainerState, Health);
@@ -308,15 +351,26 @@ fn build_world(raw: &[RawContainer], old: &App, new: &App) -> World {
         let spec = app_container(if is_new { new } else { old }, slot).unwrap();
         let mut c = world.container(&spec, 0);
         c.state = state;
-        c.health = if state == ContainerState::Running { health } else { Health::None };
+        c.health = if state == ContainerState::Running {
+            health
+        } else {
+            Health::None
+        };
         world.containers.push(c);
     }
     world
 }
 
 fn arb_apps() -> impl Strategy<Value = (App, App)> {
-    (1u32..12, 1u32..12, any::<bool>(), 1u32..4, 0u32..8, any::<bool>()).prop_map(
-        |(n_old, n_new, rolling, wave, min_healthy, restart)| {
+    (
+        1u32..12,
+        1u32..12,
+        any::<bool>(),
+        1u32..4,
+        0u32..8,
+        any::<bool>(),
+    )
+        .prop_map(|(n_old, n_new, rolling, wave, min_healthy, restart)| {
             let old = app(n_old, rolling, wave, min_healthy);
             let mut new = app(n_new, rolling, wave, min_healthy);
             new.app_id = 2;
@@ -326,8 +380,7 @@ fn arb_apps() -> impl Strategy<Value = (App, App)> {
                 new.spec.env_vars.insert("V".into(), "2".into());
             }
             (old, new)
-        },
-    )
+        })
 }
 
 proptest! {
@@ -409,8 +462,12 @@ fn host_port_overflow_is_a_problem_not_a_crash() {
 #[test]
 fn labels_identify_the_app() {
     let spec = app_container(&app(1, false, 1, 0), 1).unwrap();
-    let want: BTreeMap<&str, &str> =
-        [(LABEL_ORCHESTRATOR, ORCHESTRATOR), (LABEL_APP_NAME, "site"), (LABEL_CONTAINER_TYPE, "app")].into();
+    let want: BTreeMap<&str, &str> = [
+        (LABEL_ORCHESTRATOR, ORCHESTRATOR),
+        (LABEL_APP_NAME, "site"),
+        (LABEL_CONTAINER_TYPE, "app"),
+    ]
+    .into();
     for (k, v) in want {
         assert_eq!(spec.labels[k], v);
     }

@@ -48,12 +48,24 @@ impl FakeRuntime {
     /// A host with `cpus` CPUs and 8 GiB whose registry offers `pullable` images.
     #[must_use]
     pub fn new(cpus: u32, pullable: &[&str]) -> Self {
-        let state = State { registry: pullable.iter().map(|s| (*s).to_owned()).collect(), ..State::default() };
-        Self { state: Arc::new(Mutex::new(state)), host: HostResources { cpus, memory_mb: 8192 } }
+        let state = State {
+            registry: pullable.iter().map(|s| (*s).to_owned()).collect(),
+            ..State::default()
+        };
+        Self {
+            state: Arc::new(Mutex::new(state)),
+            host: HostResources {
+                cpus,
+                memory_mb: 8192,
+            },
+        }
     }
 
     fn with<T>(&self, f: impl FnOnce(&mut State) -> T) -> T {
-        let mut guard = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut guard = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         f(&mut guard)
     }
 
@@ -101,7 +113,10 @@ impl FakeRuntime {
 
     fn check(&self, op: &'static str) -> Result<(), RuntimeError> {
         self.with(|s| match s.failures.iter().position(|(o, _)| *o == op) {
-            Some(i) => Err(s.failures.remove(i).map_or_else(|| RuntimeError::Refused(op.into()), |(_, e)| e)),
+            Some(i) => Err(s
+                .failures
+                .remove(i)
+                .map_or_else(|| RuntimeError::Refused(op.into()), |(_, e)| e)),
             None => Ok(()),
         })
     }
@@ -137,7 +152,10 @@ impl Runtime for FakeRuntime {
         self.with(|s| {
             s.calls.push(Call::Create(spec.name.clone()));
             if s.containers.contains_key(&spec.name) {
-                return Err(RuntimeError::Conflict(format!("name {} is taken", spec.name)));
+                return Err(RuntimeError::Conflict(format!(
+                    "name {} is taken",
+                    spec.name
+                )));
             }
             if !s.images.contains(&spec.image) {
                 return Err(RuntimeError::NotFound(format!("image {}", spec.image)));
@@ -146,10 +164,22 @@ impl Runtime for FakeRuntime {
                 .containers
                 .values()
                 .filter(|c| c.state == ContainerState::Running)
-                .flat_map(|c| c.labels.get("fake.ports").map(|p| p.split(',').filter_map(|x| x.parse().ok()).collect::<Vec<u16>>()).unwrap_or_default())
+                .flat_map(|c| {
+                    c.labels
+                        .get("fake.ports")
+                        .map(|p| {
+                            p.split(',')
+                                .filter_map(|x| x.parse().ok())
+                                .collect::<Vec<u16>>()
+                        })
+                        .unwrap_or_default()
+                })
                 .collect();
             if let Some(p) = spec.ports.iter().find(|p| host_ports.contains(&p.host)) {
-                return Err(RuntimeError::Refused(format!("port {} is already allocated", p.host)));
+                return Err(RuntimeError::Refused(format!(
+                    "port {} is already allocated",
+                    p.host
+                )));
             }
             s.next_id += 1;
             let mut labels = spec.labels.clone();
@@ -215,7 +245,9 @@ impl Runtime for FakeRuntime {
                 s.images.insert(image.to_owned());
                 Ok(())
             } else {
-                Err(RuntimeError::NotFound(format!("image {image} is not in the registry")))
+                Err(RuntimeError::NotFound(format!(
+                    "image {image} is not in the registry"
+                )))
             }
         })
     }
@@ -246,6 +278,12 @@ mod tests {
     #[tokio::test]
     async fn passes_the_runtime_contract() {
         let rt = super::FakeRuntime::new(2, &["busybox:latest"]);
-        super::super::contract::runtime(&rt, "busybox:latest", "nebula-missing/none:latest", "fake").await;
+        super::super::contract::runtime(
+            &rt,
+            "busybox:latest",
+            "nebula-missing/none:latest",
+            "fake",
+        )
+        .await;
     }
 }

@@ -5,10 +5,12 @@ use async_trait::async_trait;
 
 use crate::store::{Collection, Expect, Store, StoreError, Stored};
 
+type Docs = BTreeMap<(Collection, String), Stored>;
+
 /// A [`Store`] in memory, with the same revision rules as the real ones.
 #[derive(Clone, Debug, Default)]
 pub struct InMemoryStore {
-    docs: Arc<Mutex<BTreeMap<(Collection, String), Stored>>>,
+    docs: Arc<Mutex<Docs>>,
 }
 
 impl InMemoryStore {
@@ -18,8 +20,10 @@ impl InMemoryStore {
         Self::default()
     }
 
-    fn lock(&self) -> Result<std::sync::MutexGuard<'_, BTreeMap<(Collection, String), Stored>>, StoreError> {
-        self.docs.lock().map_err(|e| StoreError::Unavailable(e.to_string()))
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, Docs>, StoreError> {
+        self.docs
+            .lock()
+            .map_err(|e| StoreError::Unavailable(e.to_string()))
     }
 }
 
@@ -30,7 +34,12 @@ impl Store for InMemoryStore {
     }
 
     async fn list(&self, coll: Collection) -> Result<Vec<(String, Stored)>, StoreError> {
-        Ok(self.lock()?.iter().filter(|((c, _), _)| *c == coll).map(|((_, k), v)| (k.clone(), v.clone())).collect())
+        Ok(self
+            .lock()?
+            .iter()
+            .filter(|((c, _), _)| *c == coll)
+            .map(|((_, k), v)| (k.clone(), v.clone()))
+            .collect())
     }
 
     async fn put(
@@ -47,7 +56,13 @@ impl Store for InMemoryStore {
             (Expect::Rev(want), Some(have)) if want == have => have + 1,
             _ => return Err(StoreError::Conflict { found }),
         };
-        docs.insert((coll, key.to_owned()), Stored { rev, doc: doc.clone() });
+        docs.insert(
+            (coll, key.to_owned()),
+            Stored {
+                rev,
+                doc: doc.clone(),
+            },
+        );
         Ok(rev)
     }
 

@@ -20,20 +20,38 @@ impl Rig {
     fn new() -> Self {
         let bus = InProcessBus::new();
         let manager = Manager::new(Arc::new(InMemoryStore::new()), Some(Arc::new(bus.clone())));
-        Self { manager, bus, rt: FakeRuntime::new(2, &[IMAGE, "site:v2"]) }
+        Self {
+            manager,
+            bus,
+            rt: FakeRuntime::new(2, &[IMAGE, "site:v2"]),
+        }
     }
 
     fn worker(&self, selection: Selection) -> Worker {
-        let config = WorkerConfig { selection, ..WorkerConfig::default() };
-        Worker::new(Arc::new(self.rt.clone()), Arc::new(self.manager.clone()), Some(Arc::new(self.bus.clone())), config)
+        let config = WorkerConfig {
+            selection,
+            ..WorkerConfig::default()
+        };
+        Worker::new(
+            Arc::new(self.rt.clone()),
+            Arc::new(self.manager.clone()),
+            Some(Arc::new(self.bus.clone())),
+            config,
+        )
     }
 
     async fn create(&self, name: &str, per_cpu: f64) -> App {
         let mut spec = AppSpec::with_image("site");
         spec.containers_per = ContainersPer::Cpu(per_cpu);
         let host = if name == "other" { 9000 } else { 8000 };
-        spec.starting_ports = vec![StartingPort::Mapped { host, container: 80 }];
-        self.manager.create_app(AppName::parse(name).unwrap(), spec).await.unwrap()
+        spec.starting_ports = vec![StartingPort::Mapped {
+            host,
+            container: 80,
+        }];
+        self.manager
+            .create_app(AppName::parse(name).unwrap(), spec)
+            .await
+            .unwrap()
     }
 
     fn names(&self) -> Vec<String> {
@@ -71,7 +89,11 @@ async fn a_restarted_worker_adopts_what_runs() {
     let before = rig.rt.containers();
     rig.rt.clear_calls();
     let mut second = rig.worker(Selection::All);
-    assert_eq!(second.reconcile().await, Outcome::default(), "nothing happens before the first sync");
+    assert_eq!(
+        second.reconcile().await,
+        Outcome::default(),
+        "nothing happens before the first sync"
+    );
     second.sync().await.unwrap();
     second.reconcile().await;
     assert!(rig.rt.calls().is_empty(), "{:?}", rig.rt.calls());
@@ -87,12 +109,19 @@ async fn drift_is_corrected_without_a_pull() {
     w.reconcile().await;
     rig.rt.clear_calls();
     rig.rt.remove_by_hand("site-2");
-    rig.rt.set_state("site-1", ContainerState::Exited, Health::None);
+    rig.rt
+        .set_state("site-1", ContainerState::Exited, Health::None);
     w.reconcile().await;
     assert_eq!(rig.names(), ["site-1", "site-2"]);
     let calls = rig.rt.calls();
-    assert!(calls.contains(&Call::Create("site-2".into())) && calls.contains(&Call::Start("site-1".into())));
-    assert!(!calls.iter().any(|c| matches!(c, Call::Pull(_))), "{calls:?}");
+    assert!(
+        calls.contains(&Call::Create("site-2".into()))
+            && calls.contains(&Call::Start("site-1".into()))
+    );
+    assert!(
+        !calls.iter().any(|c| matches!(c, Call::Pull(_))),
+        "{calls:?}"
+    );
 }
 
 #[tokio::test]
@@ -103,7 +132,8 @@ async fn unhealthy_containers_are_restarted() {
     w.sync().await.unwrap();
     w.reconcile().await;
     rig.rt.clear_calls();
-    rig.rt.set_state("site-2", ContainerState::Running, Health::Unhealthy);
+    rig.rt
+        .set_state("site-2", ContainerState::Running, Health::Unhealthy);
     w.reconcile().await;
     assert_eq!(rig.rt.calls(), [Call::Restart("site-2".into())]);
 }
@@ -133,14 +163,29 @@ async fn stop_start_restart_update_delete() {
     w.sync().await.unwrap();
     w.reconcile().await;
     let calls = rig.rt.calls();
-    assert_eq!(calls[0], Call::Pull(IMAGE.into()), "restart pulls first: {calls:?}");
-    assert!(rig.rt.containers().values().all(|c| !ids.contains(&c.id)), "every container replaced");
+    assert_eq!(
+        calls[0],
+        Call::Pull(IMAGE.into()),
+        "restart pulls first: {calls:?}"
+    );
+    assert!(
+        rig.rt.containers().values().all(|c| !ids.contains(&c.id)),
+        "every container replaced"
+    );
 
-    let patch = AppPatch { docker_image: Some("site:v2".into()), ..AppPatch::default() };
+    let patch = AppPatch {
+        docker_image: Some("site:v2".into()),
+        ..AppPatch::default()
+    };
     rig.manager.patch_app(&name, patch).await.unwrap();
     w.sync().await.unwrap();
     w.reconcile().await;
-    assert!(rig.rt.containers().values().all(|c| c.label("fake.image") == Some("site:v2")));
+    assert!(
+        rig.rt
+            .containers()
+            .values()
+            .all(|c| c.label("fake.image") == Some("site:v2"))
+    );
 
     rig.manager.delete_app(&name).await.unwrap();
     w.sync().await.unwrap();
@@ -158,7 +203,8 @@ async fn a_failed_pull_touches_nothing() {
     let before = rig.rt.containers();
     rig.manager.restart_app(&app("site"), false).await.unwrap();
     w.sync().await.unwrap();
-    rig.rt.fail_next("pull", RuntimeError::Unavailable("registry down".into()));
+    rig.rt
+        .fail_next("pull", RuntimeError::Unavailable("registry down".into()));
     let out = w.reconcile().await;
     assert_eq!(out.errors.len(), 1, "{out:?}");
     assert_eq!(rig.rt.containers(), before);
@@ -172,13 +218,25 @@ async fn stale_messages_are_ignored_and_recreated_apps_are_not() {
     w.sync().await.unwrap();
     let v2 = rig.manager.stop_app(&app("site")).await.unwrap();
     assert!(w.apply(BusMessage::AppChanged { app: v2.clone() }));
-    assert!(!w.apply(BusMessage::AppChanged { app: v1.clone() }), "older version ignored");
-    assert!(w.apply(BusMessage::AppDeleted { app_name: app("site"), incarnation: v1.incarnation }));
-    assert!(!w.apply(BusMessage::AppChanged { app: v2 }), "a late change of a deleted app is ignored");
+    assert!(
+        !w.apply(BusMessage::AppChanged { app: v1.clone() }),
+        "older version ignored"
+    );
+    assert!(w.apply(BusMessage::AppDeleted {
+        app_name: app("site"),
+        incarnation: v1.incarnation
+    }));
+    assert!(
+        !w.apply(BusMessage::AppChanged { app: v2 }),
+        "a late change of a deleted app is ignored"
+    );
     rig.manager.delete_app(&app("site")).await.unwrap();
     let again = rig.create("site", 1.0).await;
     assert_eq!(again.app_id, 1);
-    assert!(w.apply(BusMessage::AppChanged { app: again }), "re-created app at app_id 1 is taken");
+    assert!(
+        w.apply(BusMessage::AppChanged { app: again }),
+        "re-created app at app_id 1 is taken"
+    );
 }
 
 #[tokio::test]
@@ -213,7 +271,12 @@ async fn an_unreachable_manager_removes_nothing() {
     let mut w = rig.worker(Selection::All);
     w.sync().await.unwrap();
     w.reconcile().await;
-    let mut blind = Worker::new(Arc::new(rig.rt.clone()), Arc::new(Down), None, WorkerConfig::default());
+    let mut blind = Worker::new(
+        Arc::new(rig.rt.clone()),
+        Arc::new(Down),
+        None,
+        WorkerConfig::default(),
+    );
     assert!(blind.sync().await.is_err());
     blind.reconcile().await;
     assert_eq!(rig.names().len(), 2);
@@ -230,7 +293,10 @@ async fn prune_runs_once_per_prune_request() {
     w.sync().await.unwrap();
     w.reconcile().await;
     w.reconcile().await;
-    assert_eq!(rig.rt.calls().iter().filter(|c| **c == Call::Prune).count(), 1);
+    assert_eq!(
+        rig.rt.calls().iter().filter(|c| **c == Call::Prune).count(),
+        1
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -250,7 +316,12 @@ async fn run_loop_follows_the_bus_at_once_and_polls_without_it() {
 
     // Without a bus, the change arrives at the next check-in (30 s).
     let config = WorkerConfig::default();
-    let polling = Worker::new(Arc::new(rig.rt.clone()), Arc::new(rig.manager.clone()), None, config);
+    let polling = Worker::new(
+        Arc::new(rig.rt.clone()),
+        Arc::new(rig.manager.clone()),
+        None,
+        config,
+    );
     stop_tx.send(()).unwrap();
     handle.await.unwrap();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -266,7 +337,11 @@ async fn run_loop_follows_the_bus_at_once_and_polls_without_it() {
 
     rig.rt.remove_by_hand("site-1");
     tokio::time::sleep(Duration::from_secs(11)).await;
-    assert_eq!(rig.names().len(), 2, "drift corrected within the reconcile interval");
+    assert_eq!(
+        rig.names().len(),
+        2,
+        "drift corrected within the reconcile interval"
+    );
     stop_tx.send(()).unwrap();
     handle.await.unwrap();
 }
@@ -275,8 +350,16 @@ async fn run_loop_follows_the_bus_at_once_and_polls_without_it() {
 async fn restart_wait_delays_replacement_only() {
     let rig = Rig::new();
     rig.create("site", 1.0).await;
-    let config = WorkerConfig { max_restart_wait: Duration::from_secs(20), ..WorkerConfig::default() };
-    let mut w = Worker::new(Arc::new(rig.rt.clone()), Arc::new(rig.manager.clone()), None, config);
+    let config = WorkerConfig {
+        max_restart_wait: Duration::from_secs(20),
+        ..WorkerConfig::default()
+    };
+    let mut w = Worker::new(
+        Arc::new(rig.rt.clone()),
+        Arc::new(rig.manager.clone()),
+        None,
+        config,
+    );
     w.sync().await.unwrap();
     w.reconcile().await;
     assert_eq!(rig.names().len(), 2, "the first start does not wait");
@@ -289,7 +372,9 @@ async fn restart_wait_delays_replacement_only() {
         if rig.rt.containers().values().all(|c| !ids.contains(&c.id)) {
             break;
         }
-        let step = out.requeue_after.expect("a held restart asks to be requeued");
+        let step = out
+            .requeue_after
+            .expect("a held restart asks to be requeued");
         tokio::time::advance(step).await;
         waited += step;
         assert!(waited <= Duration::from_secs(20));
@@ -310,8 +395,15 @@ async fn standalone_owner_removes_only_its_own_orphans() {
     mine.config.owner = Some("mine".into());
     mine.sync().await.unwrap();
     mine.reconcile().await;
-    assert_eq!(rig.names(), ["other-1", "other-2", "site-1", "site-2"], "another instance's containers stay");
-    assert_eq!(rig.rt.containers()["site-1"].label(LABEL_OWNER), Some("mine"));
+    assert_eq!(
+        rig.names(),
+        ["other-1", "other-2", "site-1", "site-2"],
+        "another instance's containers stay"
+    );
+    assert_eq!(
+        rig.rt.containers()["site-1"].label(LABEL_OWNER),
+        Some("mine")
+    );
     rig.manager.delete_app(&app("site")).await.unwrap();
     mine.sync().await.unwrap();
     mine.reconcile().await;
