@@ -6,8 +6,9 @@
 //!   cargo build --release --workspace --bins && .ci/images.sh &&
 //!   target/release/bench_converge [k ...]      (default k = 4 8 16, 3 rounds each)
 //!
-//! `NETWORKS=bridge` gives the app the same single network as the `docker run` floor; by
-//! default it gets the v2 default `["nebula", "bridge"]` (one more engine call per container).
+//! By default the app has the v2 default networks `["nebula", "bridge"]` and the floor makes the
+//! same containers with the docker CLI (create on `nebula`, connect `bridge`, start). With
+//! `NETWORKS=bridge` both use the single default bridge and the floor is a plain `docker run -d`.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -43,9 +44,24 @@ async fn until_answering(base: u16, k: u16, start: Instant) -> Duration {
     }
 }
 
+/// The floor's command for one container: the same container Nebula makes. With the default
+/// networks that is `docker create --network nebula` + `docker network connect bridge` +
+/// `docker start` (what a v2 app with `["nebula", "bridge"]` is); with `NETWORKS=bridge`, a
+/// plain `docker run -d`.
 fn docker_run(name: &str, port: u16) -> Command {
-    let mut c = Command::new("docker");
-    c.args(["run", "-d", "--name", name, "-p", &format!("{port}:80"), "-e", "MESSAGE=floor", "--restart", "unless-stopped", IMAGE]);
+    let publish = format!("{port}:80");
+    let mut c = if std::env::var("NETWORKS").is_ok_and(|n| n == "bridge") {
+        let mut c = Command::new("docker");
+        c.args(["run", "-d", "--name", name, "-p", &publish, "-e", "MESSAGE=floor", "--restart", "unless-stopped", IMAGE]);
+        c
+    } else {
+        let mut c = Command::new("sh");
+        c.arg("-c").arg(format!(
+            "docker create --name {name} --network nebula -p {publish} -e MESSAGE=floor --restart unless-stopped {IMAGE} \
+             && docker network connect bridge {name} && docker start {name}"
+        ));
+        c
+    };
     c.stdout(std::process::Stdio::null());
     c
 }
