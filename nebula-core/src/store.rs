@@ -12,6 +12,16 @@ use async_trait::async_trait;
 pub enum Collection {
     /// App documents, keyed by app name.
     Apps,
+    /// Device groups, keyed by group name.
+    DeviceGroups,
+    /// Cron jobs, keyed by job name.
+    CronJobs,
+    /// Users, keyed by user name.
+    Users,
+    /// User groups, keyed by group name.
+    UserGroups,
+    /// Worker reports, keyed by a sortable report id.
+    Reports,
 }
 
 impl Collection {
@@ -20,11 +30,23 @@ impl Collection {
     pub fn name(self) -> &'static str {
         match self {
             Self::Apps => "nebula_apps",
+            Self::DeviceGroups => "nebula_device_groups",
+            Self::CronJobs => "nebula_cron_jobs",
+            Self::Users => "nebula_users",
+            Self::UserGroups => "nebula_user_groups",
+            Self::Reports => "nebula_reports",
         }
     }
 
     /// Every collection.
-    pub const ALL: [Self; 1] = [Self::Apps];
+    pub const ALL: [Self; 6] = [
+        Self::Apps,
+        Self::DeviceGroups,
+        Self::CronJobs,
+        Self::Users,
+        Self::UserGroups,
+        Self::Reports,
+    ];
 }
 
 /// A document with its store revision (1 on create, +1 per write).
