@@ -39,7 +39,10 @@ async fn until_answering(base: u16, k: u16, start: Instant) -> Duration {
         if all_answer(base, k).await {
             return start.elapsed();
         }
-        assert!(Instant::now() < deadline, "containers did not answer in 120 s");
+        assert!(
+            Instant::now() < deadline,
+            "containers did not answer in 120 s"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -52,7 +55,19 @@ fn docker_run(name: &str, port: u16) -> Command {
     let publish = format!("{port}:80");
     let mut c = if std::env::var("NETWORKS").is_ok_and(|n| n == "bridge") {
         let mut c = Command::new("docker");
-        c.args(["run", "-d", "--name", name, "-p", &publish, "-e", "MESSAGE=floor", "--restart", "unless-stopped", IMAGE]);
+        c.args([
+            "run",
+            "-d",
+            "--name",
+            name,
+            "-p",
+            &publish,
+            "-e",
+            "MESSAGE=floor",
+            "--restart",
+            "unless-stopped",
+            IMAGE,
+        ]);
         c
     } else {
         let mut c = Command::new("sh");
@@ -71,7 +86,10 @@ fn remove_all(names: &[String]) {
         return;
     }
     let mut c = Command::new("docker");
-    c.args(["rm", "-f"]).args(names).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
+    c.args(["rm", "-f"])
+        .args(names)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
     let _ = c.status();
 }
 
@@ -80,7 +98,9 @@ async fn floor_serial(k: u16) -> Duration {
     let names: Vec<String> = (0..k).map(|i| unique(&format!("floor{i}-"))).collect();
     let start = Instant::now();
     for (i, name) in names.iter().enumerate() {
-        let ok = docker_run(name, base + u16::try_from(i).unwrap_or(0)).status().is_ok_and(|s| s.success());
+        let ok = docker_run(name, base + u16::try_from(i).unwrap_or(0))
+            .status()
+            .is_ok_and(|s| s.success());
         assert!(ok, "docker run failed");
     }
     let t = until_answering(base, k, start).await;
@@ -95,7 +115,11 @@ async fn floor_parallel(k: u16) -> Duration {
     let mut children: Vec<_> = names
         .iter()
         .enumerate()
-        .map(|(i, name)| docker_run(name, base + u16::try_from(i).unwrap_or(0)).spawn().expect("docker run"))
+        .map(|(i, name)| {
+            docker_run(name, base + u16::try_from(i).unwrap_or(0))
+                .spawn()
+                .expect("docker run")
+        })
         .collect();
     for c in &mut children {
         assert!(c.wait().is_ok_and(|s| s.success()), "docker run failed");
@@ -114,10 +138,14 @@ async fn nebula(api: &Api, k: u16) -> Duration {
         body["networks"] = json!(networks.split(',').collect::<Vec<_>>());
     }
     let start = Instant::now();
-    let (code, reply) = api.call("POST", &format!("/api/v2/apps/{app}"), Some(body)).await;
+    let (code, reply) = api
+        .call("POST", &format!("/api/v2/apps/{app}"), Some(body))
+        .await;
     assert_eq!(code, 200, "{reply}");
     let t = until_answering(base, k, start).await;
-    let (code, _) = api.call("DELETE", &format!("/api/v2/apps/{app}"), None).await;
+    let (code, _) = api
+        .call("DELETE", &format!("/api/v2/apps/{app}"), None)
+        .await;
     assert_eq!(code, 200);
     let deadline = Instant::now() + Duration::from_secs(60);
     while !nebula_tests::containers(&app).is_empty() && Instant::now() < deadline {
@@ -137,7 +165,10 @@ fn ms(d: Duration) -> String {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let ks: Vec<u16> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
+    let ks: Vec<u16> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect();
     let ks = if ks.is_empty() { vec![4, 8, 16] } else { ks };
     let dir = std::env::temp_dir().join(unique("nebula-bench-"));
     std::fs::create_dir_all(&dir).expect("temp dir");
@@ -145,18 +176,34 @@ async fn main() {
     let bind = format!("127.0.0.1:{port}");
     let exe = std::env::current_exe().expect("exe");
     let nebula_bin = exe.with_file_name("nebula");
-    assert!(nebula_bin.exists(), "{} missing: cargo build --release --workspace --bins", nebula_bin.display());
+    assert!(
+        nebula_bin.exists(),
+        "{} missing: cargo build --release --workspace --bins",
+        nebula_bin.display()
+    );
     let _nebula = Process::start(
         nebula_bin,
-        &["standalone", "--bind", &bind, "--data-dir", dir.join("data").to_str().unwrap_or("data")],
-        &[("AUTH_ENABLED", "false"), ("NEBULA_STOP_GRACE", "1"), ("RUST_LOG", "warn")],
+        &[
+            "standalone",
+            "--bind",
+            &bind,
+            "--data-dir",
+            dir.join("data").to_str().unwrap_or("data"),
+        ],
+        &[
+            ("AUTH_ENABLED", "false"),
+            ("NEBULA_STOP_GRACE", "1"),
+            ("RUST_LOG", "warn"),
+        ],
         dir.join("nebula.log"),
     );
     let api = Api::new(port, "", "");
     api.wait_ready().await;
     // Warm up: the nebula network and the image cache.
     nebula(&api, 1).await;
-    println!("| k | docker run serial (ms) | docker run parallel (ms) | nebula create -> all answering (ms) | nebula / parallel |");
+    println!(
+        "| k | docker run serial (ms) | docker run parallel (ms) | nebula create -> all answering (ms) | nebula / parallel |"
+    );
     println!("|---|---|---|---|---|");
     for k in ks {
         let (mut s, mut p, mut n) = (Vec::new(), Vec::new(), Vec::new());
@@ -166,7 +213,13 @@ async fn main() {
             n.push(nebula(&api, k).await);
         }
         let (s, p, n) = (median(s), median(p), median(n));
-        println!("| {k} | {} | {} | {} | {:.2} |", ms(s), ms(p), ms(n), n.as_secs_f64() / p.as_secs_f64());
+        println!(
+            "| {k} | {} | {} | {} | {:.2} |",
+            ms(s),
+            ms(p),
+            ms(n),
+            n.as_secs_f64() / p.as_secs_f64()
+        );
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
