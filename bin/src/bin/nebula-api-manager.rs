@@ -32,23 +32,8 @@ fn main() -> ExitCode {
         cli.config.as_deref(),
     );
     let api = ApiConfig::read(&mut layers, "0.0.0.0:80", false);
-    if let Err(e) = layers.finish() {
-        eprintln!("nebula-api-manager: {e}");
-        return ExitCode::from(2);
-    }
-    nebula_bin::run::init_tracing();
-    let rt = match tokio::runtime::Runtime::new() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("nebula-api-manager: tokio runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match rt.block_on(nebula_bin::run::api_manager(api)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!("{e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    let checked = layers.finish();
+    nebula_bin::run_main("nebula-api-manager", checked, || {
+        nebula_bin::run::api_manager(api)
+    })
 }

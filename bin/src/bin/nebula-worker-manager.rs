@@ -35,23 +35,8 @@ fn main() -> ExitCode {
         cli.config.as_deref(),
     );
     let config = WorkerManagerConfig::read(&mut layers);
-    if let Err(e) = layers.finish() {
-        eprintln!("nebula-worker-manager: {e}");
-        return ExitCode::from(2);
-    }
-    nebula_bin::run::init_tracing();
-    let rt = match tokio::runtime::Runtime::new() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("nebula-worker-manager: tokio runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match rt.block_on(nebula_bin::run::worker_manager(config)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!("{e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    let checked = layers.finish();
+    nebula_bin::run_main("nebula-worker-manager", checked, || {
+        nebula_bin::run::worker_manager(config)
+    })
 }

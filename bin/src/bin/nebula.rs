@@ -60,23 +60,8 @@ fn main() -> ExitCode {
     );
     let api = ApiConfig::read(&mut layers, "127.0.0.1:8080", true);
     let engine = EngineConfig::read(&mut layers, Selection::All);
-    if let Err(e) = layers.finish() {
-        eprintln!("nebula: {e}");
-        return ExitCode::from(2);
-    }
-    nebula_bin::run::init_tracing();
-    let rt = match tokio::runtime::Runtime::new() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("nebula: tokio runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match rt.block_on(nebula_bin::run::standalone(api, engine)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!("{e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    let checked = layers.finish();
+    nebula_bin::run_main("nebula", checked, || {
+        nebula_bin::run::standalone(api, engine)
+    })
 }
