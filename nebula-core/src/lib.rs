@@ -10,6 +10,8 @@
 
 pub mod bus;
 pub mod container;
+pub mod cron_job;
+pub mod cron_schedule;
 pub mod image;
 pub mod manager;
 pub mod model;

@@ -22,6 +22,8 @@ use crate::store::{Collection, Expect, Store, StoreError, Stored};
 use crate::validate::{self, FieldError};
 use crate::worker::{DesiredSource, Selection, SourceError};
 
+mod cron_jobs;
+
 /// How many times a write is retried when another manager changed the document meanwhile.
 const CAS_ATTEMPTS: usize = 32;
 

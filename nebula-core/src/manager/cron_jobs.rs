@@ -1,0 +1,356 @@
+//! The manager's cron job commands: compare-and-swap writes retried on conflict, as the app
+//! commands; every acknowledged change gets `cron_job_id + 1`. Cron jobs reach workers through
+//! their device groups' `/info`, not the bus.
+
+use super::{CAS_ATTEMPTS, Manager, new_incarnation};
+use crate::cron_job::{
+    CronJob, CronJobError, CronJobName, CronJobPatch, CronJobSpec, validate_spec,
+};
+use crate::store::{Collection, Expect, StoreError, Stored};
+use crate::validate::FieldError;
+
+fn decode(stored: &Stored) -> Result<CronJob, CronJobError> {
+    serde_json::from_value(stored.doc.clone())
+        .map_err(|e| StoreError::Corrupt(format!("cron job: {e}")).into())
+}
+
+fn encode(job: &CronJob) -> Result<serde_json::Value, CronJobError> {
+    serde_json::to_value(job).map_err(|e| StoreError::Corrupt(e.to_string()).into())
+}
+
+impl Manager {
+    /// Every cron job name, sorted.
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn list_cron_jobs(&self) -> Result<Vec<CronJobName>, CronJobError> {
+        Ok(self
+            .list_cron_jobs_full()
+            .await?
+            .into_iter()
+            .map(|j| j.cron_job_name)
+            .collect())
+    }
+
+    /// Every cron job document, sorted by name.
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn list_cron_jobs_full(&self) -> Result<Vec<CronJob>, CronJobError> {
+        self.store
+            .list(Collection::CronJobs)
+            .await?
+            .iter()
+            .map(|(_, s)| decode(s))
+            .collect()
+    }
+
+    /// One cron job.
+    ///
+    /// # Errors
+    /// [`CronJobError::NotFound`], store failures.
+    pub async fn get_cron_job(&self, name: &CronJobName) -> Result<CronJob, CronJobError> {
+        let stored = self
+            .store
+            .get(Collection::CronJobs, name.as_str())
+            .await?
+            .ok_or(CronJobError::NotFound)?;
+        decode(&stored)
+    }
+
+    /// Whether a cron job exists.
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn cron_job_exists(&self, name: &CronJobName) -> Result<bool, CronJobError> {
+        Ok(self
+            .store
+            .get(Collection::CronJobs, name.as_str())
+            .await?
+            .is_some())
+    }
+
+    /// Creates a cron job at `cron_job_id` 1 with a new incarnation.
+    ///
+    /// # Errors
+    /// [`CronJobError::Exists`] (checked first, as the original), [`CronJobError::Invalid`],
+    /// store failures.
+    pub async fn create_cron_job(
+        &self,
+        name: CronJobName,
+        spec: CronJobSpec,
+    ) -> Result<CronJob, CronJobError> {
+        if self.cron_job_exists(&name).await? {
+            return Err(CronJobError::Exists);
+        }
+        validate_spec(&spec).map_err(CronJobError::Invalid)?;
+        let job = CronJob {
+            cron_job_name: name,
+            cron_job_id: 1,
+            incarnation: new_incarnation(),
+            spec,
+        };
+        match self
+            .store
+            .put(
+                Collection::CronJobs,
+                job.cron_job_name.as_str(),
+                &encode(&job)?,
+                Expect::Absent,
+            )
+            .await
+        {
+            Ok(_) => {}
+            Err(StoreError::Conflict { .. }) => return Err(CronJobError::Exists),
+            Err(e) => return Err(e.into()),
+        }
+        tracing::info!(cron_job = %job.cron_job_name, schedule = %job.spec.schedule, "cron job created");
+        Ok(job)
+    }
+
+    /// Read-modify-write with compare-and-swap: `change` edits the spec; the result is
+    /// validated, gets `cron_job_id + 1` and is stored.
+    async fn modify_cron_job(
+        &self,
+        name: &CronJobName,
+        mut change: impl FnMut(&mut CronJobSpec),
+    ) -> Result<CronJob, CronJobError> {
+        for _ in 0..CAS_ATTEMPTS {
+            let stored = self
+                .store
+                .get(Collection::CronJobs, name.as_str())
+                .await?
+                .ok_or(CronJobError::NotFound)?;
+            let mut job = decode(&stored)?;
+            change(&mut job.spec);
+            validate_spec(&job.spec).map_err(CronJobError::Invalid)?;
+            job.cron_job_id += 1;
+            match self
+                .store
+                .put(
+                    Collection::CronJobs,
+                    name.as_str(),
+                    &encode(&job)?,
+                    Expect::Rev(stored.rev),
+                )
+                .await
+            {
+                Ok(_) => {
+                    tracing::info!(cron_job = %name, cron_job_id = job.cron_job_id, "cron job changed");
+                    return Ok(job);
+                }
+                Err(StoreError::Conflict { found: None }) => return Err(CronJobError::NotFound),
+                Err(StoreError::Conflict { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(CronJobError::Contended)
+    }
+
+    /// Replaces the whole spec (POST `/update`); `cron_job_id + 1`.
+    ///
+    /// # Errors
+    /// [`CronJobError::NotFound`], [`CronJobError::Invalid`], store failures.
+    pub async fn update_cron_job(
+        &self,
+        name: &CronJobName,
+        spec: CronJobSpec,
+    ) -> Result<CronJob, CronJobError> {
+        self.modify_cron_job(name, |s| s.clone_from(&spec)).await
+    }
+
+    /// Changes only the fields given (PUT/PATCH `/update`); `cron_job_id + 1`.
+    ///
+    /// # Errors
+    /// [`CronJobError::NotFound`], [`CronJobError::Invalid`] (also for an empty patch), store
+    /// failures.
+    pub async fn patch_cron_job(
+        &self,
+        name: &CronJobName,
+        patch: CronJobPatch,
+    ) -> Result<CronJob, CronJobError> {
+        if patch.is_empty() {
+            return Err(CronJobError::Invalid(vec![FieldError::new(
+                "body",
+                "must set at least one field",
+            )]));
+        }
+        self.modify_cron_job(name, |s| patch.clone().apply(s)).await
+    }
+
+    /// Deletes a cron job; workers stop scheduling it.
+    ///
+    /// # Errors
+    /// [`CronJobError::NotFound`], store failures.
+    pub async fn delete_cron_job(&self, name: &CronJobName) -> Result<(), CronJobError> {
+        for _ in 0..CAS_ATTEMPTS {
+            let stored = self
+                .store
+                .get(Collection::CronJobs, name.as_str())
+                .await?
+                .ok_or(CronJobError::NotFound)?;
+            match self
+                .store
+                .delete(Collection::CronJobs, name.as_str(), stored.rev)
+                .await
+            {
+                Ok(()) => {
+                    tracing::info!(cron_job = %name, "cron job deleted");
+                    return Ok(());
+                }
+                Err(StoreError::Conflict { found: None }) => return Err(CronJobError::NotFound),
+                Err(StoreError::Conflict { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(CronJobError::Contended)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::store::Store;
+    use crate::testing::InMemoryStore;
+
+    fn manager() -> Manager {
+        Manager::new(Arc::new(InMemoryStore::new()), None)
+    }
+
+    fn name(s: &str) -> CronJobName {
+        CronJobName::parse(s).unwrap()
+    }
+
+    #[tokio::test]
+    async fn create_get_list_update_patch_delete() {
+        let m = manager();
+        let job = m
+            .create_cron_job(name("backup"), CronJobSpec::new("0 * * * *", "backup"))
+            .await
+            .unwrap();
+        assert_eq!(job.cron_job_id, 1);
+        assert!(job.incarnation > 0);
+        assert_eq!(job.spec.networks, ["nebula", "bridge"]);
+        assert!(matches!(
+            m.create_cron_job(name("backup"), CronJobSpec::new("bad", "backup"))
+                .await,
+            Err(CronJobError::Exists)
+        ));
+        assert_eq!(m.get_cron_job(&name("backup")).await.unwrap(), job);
+        assert_eq!(m.list_cron_jobs().await.unwrap(), [name("backup")]);
+
+        let mut spec = CronJobSpec::new("*/5 * * * *", "backup:2");
+        spec.running = false;
+        let updated = m.update_cron_job(&name("backup"), spec).await.unwrap();
+        assert_eq!(
+            (updated.cron_job_id, updated.incarnation),
+            (2, job.incarnation)
+        );
+        assert!(!updated.spec.running);
+
+        let patched = m
+            .patch_cron_job(
+                &name("backup"),
+                CronJobPatch {
+                    running: Some(true),
+                    ..CronJobPatch::default()
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(patched.cron_job_id, 3);
+        assert_eq!(patched.spec.schedule, "*/5 * * * *");
+        assert!(patched.spec.running);
+
+        m.delete_cron_job(&name("backup")).await.unwrap();
+        assert!(matches!(
+            m.delete_cron_job(&name("backup")).await,
+            Err(CronJobError::NotFound)
+        ));
+        assert!(matches!(
+            m.get_cron_job(&name("backup")).await,
+            Err(CronJobError::NotFound)
+        ));
+        let again = m
+            .create_cron_job(name("backup"), CronJobSpec::new("0 * * * *", "backup"))
+            .await
+            .unwrap();
+        assert!(again.revision() > patched.revision(), "re-created: newer");
+    }
+
+    #[tokio::test]
+    async fn invalid_changes_store_nothing() {
+        let m = manager();
+        let err = m
+            .create_cron_job(name("a"), CronJobSpec::new("61 * * * *", "x"))
+            .await
+            .unwrap_err();
+        assert!(err.schedule_invalid());
+        assert!(!m.cron_job_exists(&name("a")).await.unwrap());
+        m.create_cron_job(name("a"), CronJobSpec::new("* * * * *", "x"))
+            .await
+            .unwrap();
+        let bad = CronJobPatch {
+            schedule: Some("* * *".into()),
+            ..CronJobPatch::default()
+        };
+        assert!(
+            m.patch_cron_job(&name("a"), bad)
+                .await
+                .unwrap_err()
+                .schedule_invalid()
+        );
+        assert!(matches!(
+            m.patch_cron_job(&name("a"), CronJobPatch::default()).await,
+            Err(CronJobError::Invalid(_))
+        ));
+        let mut no_net = CronJobSpec::new("* * * * *", "x");
+        no_net.networks.clear();
+        assert!(matches!(
+            m.update_cron_job(&name("a"), no_net).await,
+            Err(CronJobError::Invalid(e)) if e[0].field == "networks"
+        ));
+        assert!(matches!(
+            m.update_cron_job(&name("zz"), CronJobSpec::new("* * * * *", "x"))
+                .await,
+            Err(CronJobError::NotFound)
+        ));
+        assert_eq!(m.get_cron_job(&name("a")).await.unwrap().cron_job_id, 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_patches_never_skip_or_repeat_a_cron_job_id() {
+        let store: Arc<dyn Store> = Arc::new(InMemoryStore::new());
+        let a = Manager::new(store.clone(), None);
+        let b = Manager::new(store, None);
+        a.create_cron_job(name("j"), CronJobSpec::new("* * * * *", "x"))
+            .await
+            .unwrap();
+        let mut tasks = Vec::new();
+        for i in 0..16 {
+            let m = if i % 2 == 0 { a.clone() } else { b.clone() };
+            tasks.push(tokio::spawn(async move {
+                let mut env = std::collections::BTreeMap::new();
+                env.insert("I".to_owned(), i.to_string());
+                m.patch_cron_job(
+                    &name("j"),
+                    CronJobPatch {
+                        env_vars: Some(env),
+                        ..CronJobPatch::default()
+                    },
+                )
+                .await
+                .unwrap()
+                .cron_job_id
+            }));
+        }
+        let mut ids = Vec::new();
+        for t in tasks {
+            ids.push(t.await.unwrap());
+        }
+        ids.sort_unstable();
+        assert_eq!(ids, (2..=17).collect::<Vec<u64>>());
+    }
+}
