@@ -9,9 +9,11 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
+use nebula_core::device_group::DeviceGroupName;
 use nebula_core::model::AppName;
 use nebula_core::runtime::RegistryAuth;
 use nebula_core::worker::{Selection, WorkerConfig};
+use nebula_http::InfoCacheConfig;
 use nebula_http::auth::AuthConfig;
 use nebula_http::client::ClientAuth;
 
@@ -202,6 +204,8 @@ pub struct ApiConfig {
     pub data_dir: PathBuf,
     /// Who may call.
     pub auth: AuthConfig,
+    /// The device group `/info` cache (`CACHE_TIME`, `CACHE_MAX_SIZE`).
+    pub info_cache: InfoCacheConfig,
 }
 
 fn auth(l: &mut Layers, allow_generated: bool) -> AuthConfig {
@@ -237,6 +241,10 @@ impl ApiConfig {
                     .unwrap_or_else(|| "./nebula-data".into()),
             ),
             auth: auth(l, allow_generated_password),
+            info_cache: InfoCacheConfig {
+                ttl: l.seconds("cache_time", 10, 0),
+                max_size: l.parse("cache_max_size", 1024usize),
+            },
         }
     }
 }
@@ -321,9 +329,27 @@ impl WorkerManagerConfig {
                 .collect(),
             None => Vec::new(),
         };
-        if apps.is_empty() {
-            l.error("APP_NAME is required: the comma-separated names of the apps this worker runs");
-        }
+        let device_group = l.string("device_group").and_then(|name| {
+            DeviceGroupName::parse(name.trim())
+                .map_err(|e| l.error(format!("DEVICE_GROUP {name:?}: {}", e.rule)))
+                .ok()
+        });
+        let selection = match (device_group, apps.is_empty()) {
+            (Some(group), true) => Selection::DeviceGroup(group),
+            (Some(_), false) => {
+                l.error("set DEVICE_GROUP or APP_NAME, not both");
+                Selection::Apps(apps)
+            }
+            (None, _) => {
+                if apps.is_empty() && l.string("device_group").is_none() {
+                    l.error(
+                        "DEVICE_GROUP or APP_NAME is required: the device group this worker runs, \
+                         or the comma-separated names of its apps",
+                    );
+                }
+                Selection::Apps(apps)
+            }
+        };
         let manager_uri = match l.string("nebula_manager_uri") {
             Some(uri) => uri,
             None => {
@@ -362,7 +388,7 @@ impl WorkerManagerConfig {
             manager_uri,
             manager_auth,
             request_timeout: l.seconds("nebula_manager_request_timeout", 60, 1),
-            engine: EngineConfig::read(l, Selection::Apps(apps)),
+            engine: EngineConfig::read(l, selection),
         }
     }
 }
@@ -470,5 +496,74 @@ mod tests {
             None,
         );
         assert_eq!(WorkerManagerConfig::read(&mut l).manager_uri, "http://m:81");
+    }
+
+    #[test]
+    fn worker_selects_a_device_group_or_apps_but_not_both() {
+        let read = |pairs: &[(&str, &str)]| {
+            let mut all = vec![("NEBULA_MANAGER_HOST", "m")];
+            all.extend_from_slice(pairs);
+            let mut l = Layers::new([], env(&all), None);
+            let c = WorkerManagerConfig::read(&mut l);
+            (c.engine.worker.selection, l.finish())
+        };
+        let (selection, ok) = read(&[("DEVICE_GROUP", "edge")]);
+        assert_eq!(ok, Ok(()));
+        assert_eq!(
+            selection,
+            Selection::DeviceGroup(DeviceGroupName::parse("edge").unwrap())
+        );
+        for (pairs, needle) in [
+            (
+                &[("DEVICE_GROUP", "edge"), ("APP_NAME", "a")][..],
+                "not both",
+            ),
+            (&[][..], "DEVICE_GROUP or APP_NAME is required"),
+            (
+                &[("DEVICE_GROUP", "bad name")][..],
+                "DEVICE_GROUP \"bad name\"",
+            ),
+        ] {
+            let (_, result) = read(pairs);
+            let ConfigError(errors) = result.unwrap_err();
+            assert_eq!(errors.len(), 1, "{errors:?}");
+            assert!(
+                errors[0].contains(needle),
+                "{needle} missing from {errors:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn api_reads_the_info_cache_settings() {
+        let mut l = Layers::new([], env(&[("AUTH_ENABLED", "false")]), None);
+        let c = ApiConfig::read(&mut l, "0.0.0.0:80", false);
+        assert_eq!(c.info_cache, InfoCacheConfig::default());
+        assert_eq!(
+            (c.info_cache.ttl, c.info_cache.max_size),
+            (Duration::from_secs(10), 1024)
+        );
+        let mut l = Layers::new(
+            [],
+            env(&[
+                ("AUTH_ENABLED", "false"),
+                ("CACHE_TIME", "0"),
+                ("CACHE_MAX_SIZE", "5"),
+            ]),
+            None,
+        );
+        let c = ApiConfig::read(&mut l, "0.0.0.0:80", false);
+        assert_eq!(l.finish(), Ok(()));
+        assert_eq!(
+            (c.info_cache.ttl, c.info_cache.max_size),
+            (Duration::ZERO, 5)
+        );
+        let mut l = Layers::new(
+            [],
+            env(&[("AUTH_ENABLED", "false"), ("CACHE_MAX_SIZE", "-1")]),
+            None,
+        );
+        ApiConfig::read(&mut l, "0.0.0.0:80", false);
+        assert!(l.finish().is_err());
     }
 }

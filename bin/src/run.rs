@@ -11,7 +11,7 @@ use nebula_core::worker::{Worker, WorkerConfig};
 use nebula_docker::{DockerConfig, DockerRuntime};
 use nebula_http::auth::AuthConfig;
 use nebula_http::client::HttpSource;
-use nebula_http::{ApiState, router};
+use nebula_http::{ApiState, RouterOptions, router_with};
 use nebula_redb::RedbStore;
 use tokio::sync::watch;
 
@@ -123,11 +123,22 @@ async fn serve(
     let listener = tokio::net::TcpListener::bind(api.bind)
         .await
         .with_context(|| format!("bind {}", api.bind))?;
-    tracing::info!(bind = %listener.local_addr()?, auth = auth.enabled, "API listening");
-    let app = router(ApiState {
-        manager,
-        auth: Arc::new(auth),
-    });
+    tracing::info!(
+        bind = %listener.local_addr()?,
+        auth = auth.enabled,
+        cache_time_s = api.info_cache.ttl.as_secs(),
+        cache_max_size = api.info_cache.max_size,
+        "API listening"
+    );
+    let mut options = RouterOptions::default();
+    options.info_cache = api.info_cache;
+    let app = router_with(
+        ApiState {
+            manager,
+            auth: Arc::new(auth),
+        },
+        options,
+    );
     axum::serve(listener, app)
         .with_graceful_shutdown(wait(stop))
         .await

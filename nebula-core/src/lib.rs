@@ -12,6 +12,7 @@ pub mod bus;
 pub mod container;
 pub mod cron_job;
 pub mod cron_schedule;
+pub mod device_group;
 pub mod image;
 pub mod manager;
 pub mod model;

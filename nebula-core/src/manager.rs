@@ -20,9 +20,10 @@ use crate::model::{
 };
 use crate::store::{Collection, Expect, Store, StoreError, Stored};
 use crate::validate::{self, FieldError};
-use crate::worker::{DesiredSource, Selection, SourceError};
+use crate::worker::{DesiredSource, DesiredState, Selection, SourceError};
 
 mod cron_jobs;
+mod device_groups;
 
 /// How many times a write is retried when another manager changed the document meanwhile.
 const CAS_ATTEMPTS: usize = 32;
@@ -235,6 +236,18 @@ impl Manager {
     /// # Errors
     /// [`ManagerError::AppNotFound`], store failures.
     pub async fn delete_app(&self, name: &AppName) -> Result<(), ManagerError> {
+        if self
+            .store
+            .get(Collection::Apps, name.as_str())
+            .await?
+            .is_none()
+        {
+            return Err(ManagerError::AppNotFound);
+        }
+        // Out of its device groups first (device_group_id + 1 each), so every reply that
+        // lacks the app's document also carries the higher id workers act on; and again after
+        // the delete, for a group that took the app meanwhile.
+        self.remove_app_from_device_groups(name).await?;
         for _ in 0..CAS_ATTEMPTS {
             let stored = self
                 .store
@@ -254,6 +267,9 @@ impl Manager {
                         incarnation: app.incarnation,
                     })
                     .await;
+                    if let Err(error) = self.remove_app_from_device_groups(name).await {
+                        tracing::warn!(app = %name, %error, "second pass over device groups failed");
+                    }
                     return Ok(());
                 }
                 Err(StoreError::Conflict { found: None }) => return Err(ManagerError::AppNotFound),
@@ -402,15 +418,23 @@ impl Manager {
 
 #[async_trait]
 impl DesiredSource for Manager {
-    async fn fetch(&self, selection: &Selection) -> Result<Vec<App>, SourceError> {
+    async fn fetch(&self, selection: &Selection) -> Result<DesiredState, SourceError> {
+        if let Selection::DeviceGroup(group) = selection {
+            return match self.device_group_info(group).await {
+                Ok(info) => Ok(DesiredState::Group(info)),
+                Err(crate::device_group::DeviceGroupError::NotFound) => Ok(DesiredState::NoGroup),
+                Err(e) => Err(SourceError::Unavailable(e.to_string())),
+            };
+        }
         let all = self
             .list_full()
             .await
             .map_err(|e| SourceError::Unavailable(e.to_string()))?;
-        Ok(all
-            .into_iter()
-            .filter(|a| selection.includes(&a.app_name))
-            .collect())
+        Ok(DesiredState::Apps(
+            all.into_iter()
+                .filter(|a| selection.includes(&a.app_name))
+                .collect(),
+        ))
     }
 }
 

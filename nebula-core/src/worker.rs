@@ -12,6 +12,12 @@
 //! - A bus message is acknowledged only after the reconcile it triggered has run.
 //! - A message or sync reply older than what the worker holds (by incarnation, then version)
 //!   is ignored.
+//! - With [`Selection::DeviceGroup`], apps that left the group are removed only when the
+//!   group's (incarnation, `device_group_id`) rose, so a stale reply removes nothing; a group
+//!   deleted after a successful sync removes its apps' containers; a group that does not exist
+//!   yet at the first sync is waited for, and nothing is removed meanwhile. Unused images are
+//!   removed once each time the group's `prune_id` rises above what the worker last applied
+//!   (never at first sight).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -28,6 +34,7 @@ use crate::container::{
     ContainerSpec, LABEL_CONTAINER_TYPE, LABEL_ORCHESTRATOR, LABEL_OWNER, LABEL_SPEC_HASH,
     ORCHESTRATOR, ObservedContainer,
 };
+use crate::device_group::{DeviceGroupInfo, DeviceGroupName};
 use crate::model::{App, AppName};
 use crate::plan::{Action, AppPlan, Pull, plan_app, plan_removal};
 use crate::runtime::{RegistryAuth, Runtime, RuntimeError};
@@ -40,24 +47,39 @@ pub enum Selection {
     All,
     /// The apps named (v1 `APP_NAME`).
     Apps(Vec<AppName>),
+    /// The apps of a device group (v2 `DEVICE_GROUP`); membership comes with the group's state.
+    DeviceGroup(DeviceGroupName),
 }
 
 impl Selection {
-    /// Whether the worker is responsible for `app`.
+    /// Whether the selection names `app` by itself. Always false for
+    /// [`Selection::DeviceGroup`]: its apps are the ones the group's state lists.
     #[must_use]
     pub fn includes(&self, app: &AppName) -> bool {
         match self {
             Self::All => true,
             Self::Apps(names) => names.contains(app),
+            Self::DeviceGroup(_) => false,
         }
     }
 
     fn topics(&self) -> Vec<Topic> {
         match self {
-            Self::All => vec![Topic::AllApps],
+            Self::All | Self::DeviceGroup(_) => vec![Topic::AllApps],
             Self::Apps(names) => names.iter().cloned().map(Topic::App).collect(),
         }
     }
+}
+
+/// The whole desired state of a worker, as its source returns it.
+#[derive(Clone, Debug, PartialEq)]
+pub enum DesiredState {
+    /// [`Selection::All`] or [`Selection::Apps`]: every selected app that exists.
+    Apps(Vec<App>),
+    /// [`Selection::DeviceGroup`]: the group's state (its apps, versions and prune id).
+    Group(DeviceGroupInfo),
+    /// [`Selection::DeviceGroup`]: the group does not exist.
+    NoGroup,
 }
 
 /// Why the desired state could not be fetched.
@@ -76,8 +98,8 @@ pub enum SourceError {
 /// itself in the single-process mode.
 #[async_trait]
 pub trait DesiredSource: Send + Sync + 'static {
-    /// Every selected app that exists.
-    async fn fetch(&self, selection: &Selection) -> Result<Vec<App>, SourceError>;
+    /// The whole desired state of `selection`.
+    async fn fetch(&self, selection: &Selection) -> Result<DesiredState, SourceError>;
 }
 
 /// The worker's knobs.
@@ -98,8 +120,10 @@ pub struct WorkerConfig {
     pub parallelism: usize,
     /// Credentials for pulls.
     pub registry_auth: Option<RegistryAuth>,
-    /// With [`Selection::All`], the id this worker labels its containers with: containers of
-    /// unknown apps are removed only when they carry it.
+    /// With [`Selection::All`] or [`Selection::DeviceGroup`], the id this worker labels its
+    /// containers with: containers of apps it does not run are removed only when they carry
+    /// it (or, with a device group, when their app left the group while this worker ran).
+    /// A device group worker without one uses `device-group/<name>`.
     pub owner: Option<String>,
 }
 
@@ -129,6 +153,23 @@ pub struct Outcome {
     pub requeue_after: Option<Duration>,
 }
 
+/// The device group state a worker holds.
+#[derive(Clone, Debug)]
+struct HeldGroup {
+    incarnation: u64,
+    device_group_id: u64,
+    /// The highest `prune_id` acted on (or seen first).
+    prune_id: u64,
+    /// The group's apps that existed at `device_group_id`.
+    members: BTreeSet<AppName>,
+}
+
+impl HeldGroup {
+    fn revision(&self) -> (u64, u64) {
+        (self.incarnation, self.device_group_id)
+    }
+}
+
 /// The worker: desired state held in memory, one host's runtime.
 pub struct Worker {
     runtime: Arc<dyn Runtime>,
@@ -143,6 +184,15 @@ pub struct Worker {
     /// A changed app may not replace containers before this instant (restart wait).
     hold_until: BTreeMap<AppName, Instant>,
     pruned: BTreeMap<AppName, u64>,
+    /// [`Selection::DeviceGroup`]: the group as last applied.
+    group: Option<HeldGroup>,
+    /// The incarnation of the group seen deleted: replies of it or older are stale.
+    group_deleted: Option<u64>,
+    /// A prune request of the group is due at the next reconcile.
+    group_prune_due: bool,
+    /// Apps that left the group while this worker ran: their containers are removed whatever
+    /// their labels.
+    dropped: BTreeSet<AppName>,
 }
 
 impl std::fmt::Debug for Worker {
@@ -167,8 +217,13 @@ impl Worker {
         runtime: Arc<dyn Runtime>,
         source: Arc<dyn DesiredSource>,
         bus: Option<Arc<dyn Bus>>,
-        config: WorkerConfig,
+        mut config: WorkerConfig,
     ) -> Self {
+        if let Selection::DeviceGroup(group) = &config.selection
+            && config.owner.is_none()
+        {
+            config.owner = Some(format!("device-group/{group}"));
+        }
         Self {
             runtime,
             source,
@@ -180,6 +235,20 @@ impl Worker {
             host: None,
             hold_until: BTreeMap::new(),
             pruned: BTreeMap::new(),
+            group: None,
+            group_deleted: None,
+            group_prune_due: false,
+            dropped: BTreeSet::new(),
+        }
+    }
+
+    /// Whether this worker runs `app` now.
+    fn selected(&self, app: &AppName) -> bool {
+        match &self.config.selection {
+            Selection::DeviceGroup(_) => {
+                self.group.as_ref().is_some_and(|g| g.members.contains(app))
+            }
+            other => other.includes(app),
         }
     }
 
@@ -200,7 +269,7 @@ impl Worker {
 
     /// Takes `app` if it is newer than what is held; returns whether it was taken.
     fn accept(&mut self, app: App) -> bool {
-        if !self.config.selection.includes(&app.app_name) {
+        if !self.selected(&app.app_name) {
             return false;
         }
         if self
@@ -228,6 +297,7 @@ impl Worker {
             self.pruned
                 .insert(app.app_name.clone(), app.prune_generation);
         }
+        self.dropped.remove(&app.app_name);
         self.desired.insert(app.app_name.clone(), app);
         true
     }
@@ -259,7 +329,14 @@ impl Worker {
     /// # Errors
     /// The source's, when the manager cannot be reached (nothing changes then).
     pub async fn sync(&mut self) -> Result<bool, SourceError> {
-        let apps = self.source.fetch(&self.config.selection).await?;
+        match self.source.fetch(&self.config.selection).await? {
+            DesiredState::Apps(apps) => Ok(self.sync_apps(apps)),
+            DesiredState::Group(info) => Ok(self.sync_group(info)),
+            DesiredState::NoGroup => Ok(self.group_missing()),
+        }
+    }
+
+    fn sync_apps(&mut self, apps: Vec<App>) -> bool {
         let names: BTreeSet<AppName> = apps.iter().map(|a| a.app_name.clone()).collect();
         let mut changed = false;
         for app in apps {
@@ -278,7 +355,114 @@ impl Worker {
             }
         }
         self.synced = true;
-        Ok(changed)
+        changed
+    }
+
+    /// Applies a device group's state. Membership changes only when the group's revision
+    /// rose; a stale reply changes nothing but newer app documents of current members.
+    fn sync_group(&mut self, info: DeviceGroupInfo) -> bool {
+        if self.group_deleted.is_some_and(|i| info.incarnation <= i) {
+            tracing::debug!(
+                incarnation = info.incarnation,
+                "reply of a deleted device group ignored"
+            );
+            return false;
+        }
+        let revision = info.revision();
+        let mut changed = false;
+        match &mut self.group {
+            Some(held) if held.incarnation == info.incarnation => {
+                if info.prune_id > held.prune_id {
+                    tracing::info!(prune_id = info.prune_id, "device group prune requested");
+                    held.prune_id = info.prune_id;
+                    self.group_prune_due = true;
+                }
+                if revision < held.revision() {
+                    tracing::debug!(
+                        device_group_id = info.device_group_id,
+                        held = held.device_group_id,
+                        "stale device group reply: membership kept"
+                    );
+                }
+            }
+            Some(held) if revision < held.revision() => {
+                tracing::debug!("reply of an older device group incarnation ignored");
+                return false;
+            }
+            _ => {}
+        }
+        let rises = self
+            .group
+            .as_ref()
+            .is_none_or(|held| revision > held.revision());
+        if rises {
+            let listed: BTreeSet<&AppName> = info.apps_list.iter().collect();
+            let members: BTreeSet<AppName> = info
+                .apps
+                .iter()
+                .filter(|a| listed.contains(&a.app_name))
+                .map(|a| a.app_name.clone())
+                .collect();
+            let prune_id = match &self.group {
+                Some(held) if held.incarnation == info.incarnation => held.prune_id,
+                // First sight of this incarnation: its prune id is a starting point.
+                _ => info.prune_id,
+            };
+            if self.group.is_some() {
+                tracing::info!(
+                    device_group_id = info.device_group_id,
+                    apps = members.len(),
+                    "device group changed"
+                );
+            }
+            self.group = Some(HeldGroup {
+                incarnation: info.incarnation,
+                device_group_id: info.device_group_id,
+                prune_id,
+                members,
+            });
+            let gone: Vec<AppName> = self
+                .desired
+                .keys()
+                .filter(|n| !self.selected(n))
+                .cloned()
+                .collect();
+            for name in gone {
+                self.desired.remove(&name);
+                self.hold_until.remove(&name);
+                tracing::info!(app = %name, "app left the device group");
+                self.dropped.insert(name);
+                changed = true;
+            }
+        }
+        for app in info.apps {
+            changed |= self.accept(app);
+        }
+        self.synced = true;
+        changed
+    }
+
+    /// The device group does not exist: before the first successful sync, wait for it;
+    /// after, it was deleted, so its apps are dropped.
+    fn group_missing(&mut self) -> bool {
+        let Some(held) = self.group.take() else {
+            if !self.synced {
+                tracing::info!(selection = ?self.config.selection, "device group does not exist yet; waiting for it");
+            }
+            return false;
+        };
+        tracing::info!(
+            incarnation = held.incarnation,
+            "device group deleted: removing its apps"
+        );
+        self.group_deleted = Some(self.group_deleted.unwrap_or(0).max(held.incarnation));
+        let names: Vec<AppName> = self.desired.keys().cloned().collect();
+        for name in names {
+            self.desired.remove(&name);
+            self.hold_until.remove(&name);
+            self.dropped.insert(name);
+        }
+        true
     }
 
     async fn host(&mut self) -> Result<HostResources, RuntimeError> {
@@ -379,6 +563,13 @@ impl Worker {
                         Vec::new()
                     }
                 }
+                Selection::DeviceGroup(_) => {
+                    let left = self.dropped.iter().any(|n| n.as_str() == name);
+                    containers
+                        .into_iter()
+                        .filter(|c| left || c.label(LABEL_OWNER) == self.config.owner.as_deref())
+                        .collect()
+                }
             };
             if !ours.is_empty() {
                 plans.push((name, plan_removal(&ours)));
@@ -400,6 +591,9 @@ impl Worker {
                     outcome.errors.push(format!("{name}: {e}"));
                 }
             }
+        }
+        if std::mem::take(&mut self.group_prune_due) {
+            prune = true;
         }
         if prune {
             match self.runtime.prune_images().await {

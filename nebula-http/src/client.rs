@@ -1,11 +1,14 @@
 //! The worker's side of the API: fetch the desired state from a manager over HTTP.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use nebula_core::device_group::{DeviceGroupInfo, DeviceGroupName};
 use nebula_core::model::{App, AppName};
-use nebula_core::worker::{DesiredSource, Selection, SourceError};
+use nebula_core::worker::{DesiredSource, DesiredState, Selection, SourceError};
 use reqwest::StatusCode;
+use reqwest::header::{ETAG, IF_NONE_MATCH};
 
 /// How a worker authenticates to its manager.
 #[derive(Clone)]
@@ -33,12 +36,23 @@ impl std::fmt::Debug for ClientAuth {
     }
 }
 
-/// A [`DesiredSource`] reading `GET /api/v2/apps[/<app>]` of a manager.
+/// A [`DesiredSource`] reading `GET /api/v2/apps[/<app>]` of a manager, or, for a device
+/// group, `GET /api/v2/device_groups/<dg>/info` with `If-None-Match` (a 304 answers with the
+/// state last read).
 #[derive(Clone, Debug)]
 pub struct HttpSource {
     base: String,
     auth: Option<ClientAuth>,
     client: reqwest::Client,
+    /// The last `/info` read: its group, ETag and state.
+    last_info: Arc<Mutex<Option<LastInfo>>>,
+}
+
+#[derive(Debug)]
+struct LastInfo {
+    group: DeviceGroupName,
+    etag: String,
+    info: DeviceGroupInfo,
 }
 
 impl HttpSource {
@@ -59,17 +73,22 @@ impl HttpSource {
             base: base.trim_end_matches('/').to_owned(),
             auth,
             client,
+            last_info: Arc::new(Mutex::new(None)),
         })
     }
 
-    async fn get(&self, path: &str) -> Result<(StatusCode, serde_json::Value), SourceError> {
-        let mut req = self.client.get(format!("{}{path}", self.base));
-        req = match &self.auth {
+    fn request(&self, path: &str) -> reqwest::RequestBuilder {
+        let req = self.client.get(format!("{}{path}", self.base));
+        match &self.auth {
             Some(ClientAuth::Basic { user, password }) => req.basic_auth(user, Some(password)),
             Some(ClientAuth::Bearer(token)) => req.bearer_auth(token),
             None => req,
-        };
-        let resp = req
+        }
+    }
+
+    async fn get(&self, path: &str) -> Result<(StatusCode, serde_json::Value), SourceError> {
+        let resp = self
+            .request(path)
             .send()
             .await
             .map_err(|e| SourceError::Unavailable(e.without_url().to_string()))?;
@@ -95,6 +114,78 @@ impl HttpSource {
         }
     }
 
+    fn remembered(&self, group: &DeviceGroupName) -> Option<(String, DeviceGroupInfo)> {
+        let last = self
+            .last_info
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        last.as_ref()
+            .filter(|l| &l.group == group)
+            .map(|l| (l.etag.clone(), l.info.clone()))
+    }
+
+    fn remember(&self, last: Option<LastInfo>) {
+        *self
+            .last_info
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = last;
+    }
+
+    /// `GET /api/v2/device_groups/<dg>/info`, conditional on the last reply's ETag.
+    async fn device_group(&self, group: &DeviceGroupName) -> Result<DesiredState, SourceError> {
+        let path = format!("/api/v2/device_groups/{group}/info");
+        let remembered = self.remembered(group);
+        let mut req = self.request(&path);
+        if let Some((etag, _)) = &remembered {
+            req = req.header(IF_NONE_MATCH, etag);
+        }
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| SourceError::Unavailable(e.without_url().to_string()))?;
+        let status = resp.status();
+        match status {
+            StatusCode::NOT_MODIFIED => {
+                return remembered
+                    .map(|(_, info)| DesiredState::Group(info))
+                    .ok_or_else(|| {
+                        SourceError::Unavailable(format!("{path}: 304 to an unconditional request"))
+                    });
+            }
+            StatusCode::UNAUTHORIZED => {
+                return Err(SourceError::Unauthorized(format!("{path}: 401")));
+            }
+            _ => {}
+        }
+        let etag = resp
+            .headers()
+            .get(ETAG)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let body: serde_json::Value = resp
+            .json()
+            .await
+            .map_err(|e| SourceError::Unavailable(format!("{path}: {e}")))?;
+        match status {
+            StatusCode::OK => {
+                let info: DeviceGroupInfo = serde_json::from_value(body).map_err(|e| {
+                    SourceError::Unavailable(format!("{path}: unreadable reply: {e}"))
+                })?;
+                self.remember(etag.map(|etag| LastInfo {
+                    group: group.clone(),
+                    etag,
+                    info: info.clone(),
+                }));
+                Ok(DesiredState::Group(info))
+            }
+            StatusCode::FORBIDDEN if body["device_group_exists"] == false => {
+                self.remember(None);
+                Ok(DesiredState::NoGroup)
+            }
+            code => Err(SourceError::Unavailable(format!("{path}: {code}"))),
+        }
+    }
+
     async fn app(&self, name: &AppName) -> Result<Option<App>, SourceError> {
         match self.get(&format!("/api/v2/apps/{name}")).await? {
             (StatusCode::OK, body) => serde_json::from_value(body).map(Some).map_err(|e| {
@@ -108,8 +199,9 @@ impl HttpSource {
 
 #[async_trait]
 impl DesiredSource for HttpSource {
-    async fn fetch(&self, selection: &Selection) -> Result<Vec<App>, SourceError> {
+    async fn fetch(&self, selection: &Selection) -> Result<DesiredState, SourceError> {
         let names: Vec<AppName> = match selection {
+            Selection::DeviceGroup(group) => return self.device_group(group).await,
             Selection::Apps(names) => names.clone(),
             Selection::All => match self.get("/api/v2/apps").await? {
                 (StatusCode::OK, body) => serde_json::from_value(body["apps"].clone())
@@ -124,6 +216,6 @@ impl DesiredSource for HttpSource {
                 apps.push(app);
             }
         }
-        Ok(apps)
+        Ok(DesiredState::Apps(apps))
     }
 }

@@ -20,6 +20,10 @@ use crate::auth::AuthConfig;
 use crate::dto::{self, Mode};
 use crate::error::{ApiError, Dialect};
 
+mod device_groups;
+
+pub use device_groups::InfoCacheConfig;
+
 /// What every handler shares.
 #[derive(Clone, Debug)]
 pub struct ApiState {
@@ -29,8 +33,21 @@ pub struct ApiState {
     pub auth: Arc<AuthConfig>,
 }
 
-/// The whole API: `/api/...` (v1) and `/api/v2/...` (v2).
+/// Knobs of the API beyond its state.
+#[derive(Clone, Debug, Default)]
+#[non_exhaustive]
+pub struct RouterOptions {
+    /// The per-process cache of device group `/info` replies.
+    pub info_cache: InfoCacheConfig,
+}
+
+/// The whole API: `/api/...` (v1) and `/api/v2/...` (v2), with the default options.
 pub fn router(state: ApiState) -> Router {
+    router_with(state, RouterOptions::default())
+}
+
+/// The whole API with `options`.
+pub fn router_with(state: ApiState, options: RouterOptions) -> Router {
     let v1 = Router::new()
         .route("/status", get(status))
         .route("/apps", get(list_apps))
@@ -63,10 +80,10 @@ pub fn router(state: ApiState) -> Router {
             "/apps/{app}/update",
             post(update_full).put(update_patch).patch(update_patch),
         )
+        .merge(device_groups::routes())
         .layer(Extension(Dialect::V2));
-    Router::new()
-        .nest("/api/v2", v2)
-        .nest("/api", v1)
+    let api = Router::new().nest("/api/v2", v2).nest("/api", v1);
+    device_groups::with_info_cache(api, options.info_cache)
         .layer(middleware::from_fn_with_state(state.clone(), authenticate))
         .fallback(|| async { ApiError::NoRoute })
         .method_not_allowed_fallback(|| async {

@@ -4,6 +4,7 @@ use std::time::Duration;
 use super::*;
 use crate::bus::InProcessBus;
 use crate::container::{ContainerState, Health};
+use crate::device_group::{DeviceGroupName, Members, MembersPatch};
 use crate::manager::{AppPatch, Manager};
 use crate::model::{AppSpec, ContainersPer, StartingPort};
 use crate::testing::{Call, FakeRuntime, InMemoryStore};
@@ -262,7 +263,7 @@ async fn an_unreachable_manager_removes_nothing() {
     struct Down;
     #[async_trait]
     impl DesiredSource for Down {
-        async fn fetch(&self, _: &Selection) -> Result<Vec<App>, SourceError> {
+        async fn fetch(&self, _: &Selection) -> Result<DesiredState, SourceError> {
             Err(SourceError::Unavailable("down".into()))
         }
     }
@@ -408,4 +409,345 @@ async fn standalone_owner_removes_only_its_own_orphans() {
     mine.sync().await.unwrap();
     mine.reconcile().await;
     assert_eq!(rig.names(), ["other-1", "other-2"]);
+}
+
+// Device groups (DEVICE_GROUP): membership, gating, deletion and prune.
+
+fn dg(name: &str) -> DeviceGroupName {
+    DeviceGroupName::parse(name).unwrap()
+}
+
+fn members(apps: &[&str]) -> Members {
+    Members {
+        apps: apps.iter().map(|a| app(a)).collect(),
+        cron_jobs: Vec::new(),
+    }
+}
+
+impl Rig {
+    async fn create_at(&self, name: &str, host_port: u16) -> App {
+        let mut spec = AppSpec::with_image("site");
+        spec.starting_ports = vec![StartingPort::Mapped {
+            host: host_port,
+            container: 80,
+        }];
+        self.manager
+            .create_app(AppName::parse(name).unwrap(), spec)
+            .await
+            .unwrap()
+    }
+
+    fn apps_running(&self) -> BTreeSet<String> {
+        self.rt
+            .containers()
+            .values()
+            .filter_map(|c| c.app_name().map(str::to_owned))
+            .collect()
+    }
+}
+
+fn set(names: &[&str]) -> BTreeSet<String> {
+    names.iter().map(|s| (*s).to_owned()).collect()
+}
+
+#[tokio::test]
+async fn a_device_group_worker_follows_its_group() {
+    let rig = Rig::new();
+    rig.create_at("a", 8000).await;
+    rig.create_at("b", 8100).await;
+    rig.create_at("c", 8200).await;
+    rig.create_at("other", 8300).await;
+    // Another worker's app on the same host.
+    let mut theirs = rig.worker(Selection::Apps(vec![app("other")]));
+    theirs.sync().await.unwrap();
+    theirs.reconcile().await;
+
+    let mut w = rig.worker(Selection::DeviceGroup(dg("edge")));
+    assert!(!w.sync().await.unwrap(), "the group does not exist yet");
+    assert_eq!(w.reconcile().await, Outcome::default(), "nothing happens");
+    assert_eq!(rig.apps_running(), set(&["other"]));
+
+    rig.manager
+        .create_device_group(dg("edge"), members(&["a", "b"]))
+        .await
+        .unwrap();
+    assert!(w.sync().await.unwrap());
+    w.reconcile().await;
+    assert_eq!(rig.apps_running(), set(&["a", "b", "other"]));
+    assert_eq!(
+        rig.rt.containers()["a-1"].label(LABEL_OWNER),
+        Some("device-group/edge")
+    );
+
+    rig.manager
+        .patch_device_group(
+            &dg("edge"),
+            MembersPatch {
+                apps: Some(vec![app("b"), app("c")]),
+                ..MembersPatch::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert!(w.sync().await.unwrap());
+    w.reconcile().await;
+    assert_eq!(
+        rig.apps_running(),
+        set(&["b", "c", "other"]),
+        "a left, c joined"
+    );
+
+    // An app change reaches the group's worker.
+    rig.manager.stop_app(&app("c")).await.unwrap();
+    w.sync().await.unwrap();
+    w.reconcile().await;
+    assert_eq!(rig.apps_running(), set(&["b", "other"]));
+
+    // Deleting an app takes it out of the group; its containers go.
+    rig.manager.delete_app(&app("b")).await.unwrap();
+    assert!(w.sync().await.unwrap());
+    w.reconcile().await;
+    assert_eq!(rig.apps_running(), set(&["other"]));
+
+    // Deleting the group after a successful sync removes its apps.
+    rig.manager.start_app(&app("c")).await.unwrap();
+    w.sync().await.unwrap();
+    w.reconcile().await;
+    assert_eq!(rig.apps_running(), set(&["c", "other"]));
+    rig.manager.delete_device_group(&dg("edge")).await.unwrap();
+    assert!(w.sync().await.unwrap());
+    w.reconcile().await;
+    assert_eq!(
+        rig.apps_running(),
+        set(&["other"]),
+        "only the group's apps are removed"
+    );
+
+    // Re-created (device_group_id back at 1): taken, not mistaken for the deleted one.
+    rig.manager
+        .create_device_group(dg("edge"), members(&["c"]))
+        .await
+        .unwrap();
+    assert!(w.sync().await.unwrap());
+    w.reconcile().await;
+    assert_eq!(rig.apps_running(), set(&["c", "other"]));
+}
+
+/// A source that answers from a script, then fails.
+struct Script(std::sync::Mutex<std::collections::VecDeque<DesiredState>>);
+
+impl Script {
+    fn new(replies: Vec<DesiredState>) -> Arc<Self> {
+        Arc::new(Self(std::sync::Mutex::new(replies.into())))
+    }
+}
+
+#[async_trait]
+impl DesiredSource for Script {
+    async fn fetch(&self, _: &Selection) -> Result<DesiredState, SourceError> {
+        self.0
+            .lock()
+            .unwrap()
+            .pop_front()
+            .ok_or_else(|| SourceError::Unavailable("script ended".into()))
+    }
+}
+
+fn info(incarnation: u64, id: u64, prune_id: u64, apps: &[&App]) -> DesiredState {
+    DesiredState::Group(DeviceGroupInfo {
+        apps: apps.iter().map(|a| (*a).clone()).collect(),
+        apps_list: apps.iter().map(|a| a.app_name.clone()).collect(),
+        cron_jobs: Vec::new(),
+        cron_jobs_list: Vec::new(),
+        prune_id,
+        device_group_id: id,
+        incarnation,
+    })
+}
+
+#[tokio::test]
+async fn stale_group_replies_remove_nothing() {
+    let rig = Rig::new();
+    let a = rig.create_at("a", 8000).await;
+    let b = rig.create_at("b", 8100).await;
+    let script = Script::new(vec![
+        info(5, 2, 1, &[&a, &b]),
+        // A manager whose cache is older: b is not listed yet.
+        info(5, 1, 1, &[&a]),
+        // The group lists b, whose document is missing (deleted meanwhile) at the same id.
+        DesiredState::Group(DeviceGroupInfo {
+            apps_list: vec![a.app_name.clone(), b.app_name.clone()],
+            ..match info(5, 2, 1, &[&a]) {
+                DesiredState::Group(i) => i,
+                _ => unreachable!(),
+            }
+        }),
+        // b left at a higher id: removed.
+        info(5, 3, 1, &[&a]),
+        // The group is deleted...
+        DesiredState::NoGroup,
+        // ...a cache elsewhere still has the deleted incarnation...
+        info(5, 3, 1, &[&a]),
+        // ...and it is re-created at device_group_id 1.
+        info(6, 1, 1, &[&b]),
+    ]);
+    let mut w = Worker::new(
+        Arc::new(rig.rt.clone()),
+        script,
+        None,
+        WorkerConfig {
+            selection: Selection::DeviceGroup(dg("edge")),
+            ..WorkerConfig::default()
+        },
+    );
+    let mut step = async |expect: &[&str]| {
+        w.sync().await.unwrap();
+        let out = w.reconcile().await;
+        assert!(out.errors.is_empty(), "{out:?}");
+        assert_eq!(rig.apps_running(), set(expect));
+    };
+    step(&["a", "b"]).await;
+    step(&["a", "b"]).await;
+    step(&["a", "b"]).await;
+    step(&["a"]).await;
+    step(&[]).await;
+    step(&[]).await;
+    step(&["b"]).await;
+}
+
+#[tokio::test]
+async fn a_restarted_group_worker_removes_what_left_the_group_while_it_was_down() {
+    let rig = Rig::new();
+    rig.create_at("a", 8000).await;
+    rig.create_at("b", 8100).await;
+    rig.create_at("other", 8300).await;
+    rig.manager
+        .create_device_group(dg("edge"), members(&["a", "b"]))
+        .await
+        .unwrap();
+    let mut w = rig.worker(Selection::DeviceGroup(dg("edge")));
+    w.sync().await.unwrap();
+    w.reconcile().await;
+    drop(w);
+    rig.manager
+        .update_device_group(&dg("edge"), members(&["b"]))
+        .await
+        .unwrap();
+    rig.manager
+        .create_device_group(dg("theirs"), members(&["other"]))
+        .await
+        .unwrap();
+    let mut theirs = rig.worker(Selection::DeviceGroup(dg("theirs")));
+    theirs.sync().await.unwrap();
+    theirs.reconcile().await;
+    assert_eq!(rig.apps_running(), set(&["a", "b", "other"]));
+    rig.rt.clear_calls();
+    let mut w = rig.worker(Selection::DeviceGroup(dg("edge")));
+    w.sync().await.unwrap();
+    w.reconcile().await;
+    assert_eq!(
+        rig.apps_running(),
+        set(&["b", "other"]),
+        "its own leftover goes, another group's app stays"
+    );
+    assert!(
+        !rig.rt.calls().iter().any(|c| matches!(c, Call::Create(_))),
+        "b is adopted: {:?}",
+        rig.rt.calls()
+    );
+}
+
+#[tokio::test]
+async fn a_group_deleted_before_the_first_sync_removes_nothing() {
+    let rig = Rig::new();
+    rig.create_at("a", 8000).await;
+    rig.manager
+        .create_device_group(dg("edge"), members(&["a"]))
+        .await
+        .unwrap();
+    let mut w = rig.worker(Selection::DeviceGroup(dg("edge")));
+    w.sync().await.unwrap();
+    w.reconcile().await;
+    drop(w);
+    rig.manager.delete_device_group(&dg("edge")).await.unwrap();
+    let mut w = rig.worker(Selection::DeviceGroup(dg("edge")));
+    assert!(!w.sync().await.unwrap());
+    w.reconcile().await;
+    assert_eq!(
+        rig.apps_running(),
+        set(&["a"]),
+        "a worker that never synced keeps what runs"
+    );
+}
+
+#[tokio::test]
+async fn group_prune_runs_once_per_request_and_never_at_first_sight() {
+    let rig = Rig::new();
+    rig.create_at("a", 8000).await;
+    rig.manager
+        .create_device_group(dg("edge"), members(&["a"]))
+        .await
+        .unwrap();
+    rig.manager.prune_device_group(&dg("edge")).await.unwrap();
+    let prunes = || rig.rt.calls().iter().filter(|c| **c == Call::Prune).count();
+    let mut w = rig.worker(Selection::DeviceGroup(dg("edge")));
+    w.sync().await.unwrap();
+    w.reconcile().await;
+    assert_eq!(prunes(), 0, "prune_id 2 at first sight is a starting point");
+    rig.manager.prune_device_group(&dg("edge")).await.unwrap();
+    w.sync().await.unwrap();
+    w.reconcile().await;
+    w.sync().await.unwrap();
+    w.reconcile().await;
+    assert_eq!(prunes(), 1);
+    rig.manager.prune_all_device_groups().await.unwrap();
+    rig.manager.prune_all_device_groups().await.unwrap();
+    w.sync().await.unwrap();
+    w.reconcile().await;
+    assert_eq!(prunes(), 2, "two requests between syncs prune once");
+    // The per-app prune still works in a group.
+    rig.manager.prune_app(&app("a")).await.unwrap();
+    w.sync().await.unwrap();
+    w.reconcile().await;
+    assert_eq!(prunes(), 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_group_worker_waits_for_its_group_and_polls_changes() {
+    let rig = Rig::new();
+    rig.create_at("a", 8000).await;
+    rig.create_at("b", 8100).await;
+    let w = Worker::new(
+        Arc::new(rig.rt.clone()),
+        Arc::new(rig.manager.clone()),
+        Some(Arc::new(rig.bus.clone())),
+        WorkerConfig {
+            selection: Selection::DeviceGroup(dg("edge")),
+            ..WorkerConfig::default()
+        },
+    );
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let handle = tokio::spawn(w.run(async {
+        let _ = stop_rx.await;
+    }));
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    rig.manager
+        .create_device_group(dg("edge"), members(&["a"]))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(29)).await;
+    assert!(rig.apps_running().is_empty(), "not before the check-in");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(rig.apps_running(), set(&["a"]), "picked up at check-in");
+    // App changes come over the bus at once, for members only.
+    rig.manager.stop_app(&app("a")).await.unwrap();
+    rig.manager.stop_app(&app("b")).await.unwrap();
+    rig.manager.start_app(&app("b")).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert!(
+        rig.apps_running().is_empty(),
+        "a stopped at once, b ignored"
+    );
+    stop_tx.send(()).unwrap();
+    handle.await.unwrap();
 }

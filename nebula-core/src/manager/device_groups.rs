@@ -1,0 +1,623 @@
+//! The manager's device group commands: compare-and-swap writes retried on conflict, as the
+//! app commands; every membership write gets `device_group_id + 1`, every prune `prune_id + 1`.
+
+use std::collections::BTreeMap;
+
+use super::{CAS_ATTEMPTS, Manager, ManagerError, new_incarnation};
+use crate::device_group::{
+    DeviceGroup, DeviceGroupError, DeviceGroupInfo, DeviceGroupName, Members, MembersPatch,
+    validate_members,
+};
+use crate::model::AppName;
+use crate::store::{Collection, Expect, StoreError, Stored};
+use crate::validate::FieldError;
+
+fn decode(stored: &Stored) -> Result<DeviceGroup, DeviceGroupError> {
+    serde_json::from_value(stored.doc.clone())
+        .map_err(|e| StoreError::Corrupt(format!("device group: {e}")).into())
+}
+
+fn encode(group: &DeviceGroup) -> Result<serde_json::Value, DeviceGroupError> {
+    serde_json::to_value(group).map_err(|e| StoreError::Corrupt(e.to_string()).into())
+}
+
+impl Manager {
+    /// Every device group name, sorted.
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn list_device_groups(&self) -> Result<Vec<DeviceGroupName>, DeviceGroupError> {
+        Ok(self
+            .list_device_groups_full()
+            .await?
+            .into_iter()
+            .map(|g| g.device_group)
+            .collect())
+    }
+
+    async fn list_device_groups_full(&self) -> Result<Vec<DeviceGroup>, DeviceGroupError> {
+        self.store
+            .list(Collection::DeviceGroups)
+            .await?
+            .iter()
+            .map(|(_, s)| decode(s))
+            .collect()
+    }
+
+    /// One device group.
+    ///
+    /// # Errors
+    /// [`DeviceGroupError::NotFound`], store failures.
+    pub async fn get_device_group(
+        &self,
+        name: &DeviceGroupName,
+    ) -> Result<DeviceGroup, DeviceGroupError> {
+        let stored = self
+            .store
+            .get(Collection::DeviceGroups, name.as_str())
+            .await?
+            .ok_or(DeviceGroupError::NotFound)?;
+        decode(&stored)
+    }
+
+    /// Checks that every app named exists.
+    async fn check_apps_exist(&self, apps: &[AppName]) -> Result<(), DeviceGroupError> {
+        for app in apps {
+            if self
+                .store
+                .get(Collection::Apps, app.as_str())
+                .await?
+                .is_none()
+            {
+                return Err(DeviceGroupError::AppNotFound(app.to_string()));
+            }
+        }
+        Ok(())
+    }
+
+    /// Creates a device group at `device_group_id` 1 and `prune_id` 1 with a new incarnation.
+    ///
+    /// # Errors
+    /// [`DeviceGroupError::Invalid`], [`DeviceGroupError::AppNotFound`],
+    /// [`DeviceGroupError::Exists`], store failures.
+    pub async fn create_device_group(
+        &self,
+        name: DeviceGroupName,
+        members: Members,
+    ) -> Result<DeviceGroup, DeviceGroupError> {
+        let members = members.deduplicated();
+        validate_members(Some(&members.apps), Some(&members.cron_jobs))
+            .map_err(DeviceGroupError::Invalid)?;
+        if self
+            .store
+            .get(Collection::DeviceGroups, name.as_str())
+            .await?
+            .is_some()
+        {
+            return Err(DeviceGroupError::Exists);
+        }
+        self.check_apps_exist(&members.apps).await?;
+        let group = DeviceGroup {
+            device_group: name,
+            apps: members.apps,
+            cron_jobs: members.cron_jobs,
+            device_group_id: 1,
+            prune_id: 1,
+            incarnation: new_incarnation(),
+        };
+        match self
+            .store
+            .put(
+                Collection::DeviceGroups,
+                group.device_group.as_str(),
+                &encode(&group)?,
+                Expect::Absent,
+            )
+            .await
+        {
+            Ok(_) => {}
+            Err(StoreError::Conflict { .. }) => return Err(DeviceGroupError::Exists),
+            Err(e) => return Err(e.into()),
+        }
+        tracing::info!(device_group = %group.device_group, apps = group.apps.len(), "device group created");
+        Ok(group)
+    }
+
+    /// Read-modify-write with compare-and-swap: `change` edits the group; the result is stored.
+    async fn modify_device_group(
+        &self,
+        name: &DeviceGroupName,
+        mut change: impl FnMut(&mut DeviceGroup) -> Result<(), DeviceGroupError>,
+    ) -> Result<DeviceGroup, DeviceGroupError> {
+        for _ in 0..CAS_ATTEMPTS {
+            let stored = self
+                .store
+                .get(Collection::DeviceGroups, name.as_str())
+                .await?
+                .ok_or(DeviceGroupError::NotFound)?;
+            let mut group = decode(&stored)?;
+            change(&mut group)?;
+            match self
+                .store
+                .put(
+                    Collection::DeviceGroups,
+                    name.as_str(),
+                    &encode(&group)?,
+                    Expect::Rev(stored.rev),
+                )
+                .await
+            {
+                Ok(_) => {
+                    tracing::info!(
+                        device_group = %name,
+                        device_group_id = group.device_group_id,
+                        prune_id = group.prune_id,
+                        "device group changed"
+                    );
+                    return Ok(group);
+                }
+                Err(StoreError::Conflict { found: None }) => {
+                    return Err(DeviceGroupError::NotFound);
+                }
+                Err(StoreError::Conflict { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(DeviceGroupError::Contended)
+    }
+
+    /// Replaces the members (POST `/update`); `device_group_id + 1`.
+    ///
+    /// # Errors
+    /// [`DeviceGroupError::Invalid`], [`DeviceGroupError::AppNotFound`],
+    /// [`DeviceGroupError::NotFound`], store failures.
+    pub async fn update_device_group(
+        &self,
+        name: &DeviceGroupName,
+        members: Members,
+    ) -> Result<DeviceGroup, DeviceGroupError> {
+        self.patch_device_group(
+            name,
+            MembersPatch {
+                apps: Some(members.apps),
+                cron_jobs: Some(members.cron_jobs),
+            },
+        )
+        .await
+    }
+
+    /// Changes only the lists given (PUT/PATCH `/update`); `device_group_id + 1`.
+    ///
+    /// # Errors
+    /// [`DeviceGroupError::Invalid`] (also for an empty patch),
+    /// [`DeviceGroupError::AppNotFound`], [`DeviceGroupError::NotFound`], store failures.
+    pub async fn patch_device_group(
+        &self,
+        name: &DeviceGroupName,
+        patch: MembersPatch,
+    ) -> Result<DeviceGroup, DeviceGroupError> {
+        if patch.is_empty() {
+            return Err(DeviceGroupError::Invalid(vec![FieldError::new(
+                "body",
+                "must set apps or cron_jobs",
+            )]));
+        }
+        let members = Members {
+            apps: patch.apps.clone().unwrap_or_default(),
+            cron_jobs: patch.cron_jobs.clone().unwrap_or_default(),
+        }
+        .deduplicated();
+        validate_members(
+            patch.apps.as_ref().map(|_| members.apps.as_slice()),
+            patch
+                .cron_jobs
+                .as_ref()
+                .map(|_| members.cron_jobs.as_slice()),
+        )
+        .map_err(DeviceGroupError::Invalid)?;
+        // The group must exist before app names are looked at, so a missing group is reported
+        // as such whatever the body says.
+        self.get_device_group(name).await?;
+        self.check_apps_exist(&members.apps).await?;
+        self.modify_device_group(name, |group| {
+            if patch.apps.is_some() {
+                group.apps.clone_from(&members.apps);
+            }
+            if patch.cron_jobs.is_some() {
+                group.cron_jobs.clone_from(&members.cron_jobs);
+            }
+            group.device_group_id += 1;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Deletes a device group; its workers remove its apps' containers.
+    ///
+    /// # Errors
+    /// [`DeviceGroupError::NotFound`], store failures.
+    pub async fn delete_device_group(
+        &self,
+        name: &DeviceGroupName,
+    ) -> Result<(), DeviceGroupError> {
+        for _ in 0..CAS_ATTEMPTS {
+            let stored = self
+                .store
+                .get(Collection::DeviceGroups, name.as_str())
+                .await?
+                .ok_or(DeviceGroupError::NotFound)?;
+            match self
+                .store
+                .delete(Collection::DeviceGroups, name.as_str(), stored.rev)
+                .await
+            {
+                Ok(()) => {
+                    tracing::info!(device_group = %name, "device group deleted");
+                    return Ok(());
+                }
+                Err(StoreError::Conflict { found: None }) => {
+                    return Err(DeviceGroupError::NotFound);
+                }
+                Err(StoreError::Conflict { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(DeviceGroupError::Contended)
+    }
+
+    /// Asks the group's workers to remove unused images once (`prune_id + 1`).
+    ///
+    /// # Errors
+    /// [`DeviceGroupError::NotFound`], store failures.
+    pub async fn prune_device_group(
+        &self,
+        name: &DeviceGroupName,
+    ) -> Result<DeviceGroup, DeviceGroupError> {
+        self.modify_device_group(name, |group| {
+            group.prune_id += 1;
+            Ok(())
+        })
+        .await
+    }
+
+    /// `prune_id + 1` on every device group; returns each group's new `prune_id`.
+    ///
+    /// # Errors
+    /// Store failures (groups already bumped stay bumped).
+    pub async fn prune_all_device_groups(
+        &self,
+    ) -> Result<BTreeMap<DeviceGroupName, u64>, DeviceGroupError> {
+        let mut prune_ids = BTreeMap::new();
+        for name in self.list_device_groups().await? {
+            match self.prune_device_group(&name).await {
+                Ok(group) => {
+                    prune_ids.insert(name, group.prune_id);
+                }
+                // Deleted meanwhile: nothing to prune.
+                Err(DeviceGroupError::NotFound) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(prune_ids)
+    }
+
+    /// The whole desired state of a group: its apps' full documents (apps deleted meanwhile
+    /// are skipped), the name lists and the versions.
+    ///
+    /// # Errors
+    /// [`DeviceGroupError::NotFound`], store failures.
+    pub async fn device_group_info(
+        &self,
+        name: &DeviceGroupName,
+    ) -> Result<DeviceGroupInfo, DeviceGroupError> {
+        let group = self.get_device_group(name).await?;
+        let mut apps = Vec::with_capacity(group.apps.len());
+        for app in &group.apps {
+            match self.get_app(app).await {
+                Ok(doc) => apps.push(doc),
+                Err(ManagerError::AppNotFound) => {}
+                Err(ManagerError::Store(e)) => return Err(e.into()),
+                Err(e) => return Err(StoreError::Corrupt(e.to_string()).into()),
+            }
+        }
+        Ok(DeviceGroupInfo {
+            apps,
+            apps_list: group.apps,
+            cron_jobs: Vec::new(),
+            cron_jobs_list: group.cron_jobs,
+            prune_id: group.prune_id,
+            device_group_id: group.device_group_id,
+            incarnation: group.incarnation,
+        })
+    }
+
+    /// Takes `app` out of every group that lists it, each with `device_group_id + 1`, so the
+    /// groups' workers remove its containers (called by `delete_app`).
+    pub(super) async fn remove_app_from_device_groups(
+        &self,
+        app: &AppName,
+    ) -> Result<(), ManagerError> {
+        let groups = self
+            .list_device_groups_full()
+            .await
+            .map_err(into_manager_error)?;
+        for group in groups.into_iter().filter(|g| g.apps.contains(app)) {
+            let changed = self
+                .modify_device_group(&group.device_group, |g| {
+                    if g.apps.contains(app) {
+                        g.apps.retain(|a| a != app);
+                        g.device_group_id += 1;
+                    }
+                    Ok(())
+                })
+                .await;
+            match changed {
+                Ok(_) | Err(DeviceGroupError::NotFound) => {}
+                Err(e) => return Err(into_manager_error(e)),
+            }
+        }
+        Ok(())
+    }
+}
+
+fn into_manager_error(e: DeviceGroupError) -> ManagerError {
+    match e {
+        DeviceGroupError::Store(e) => ManagerError::Store(e),
+        DeviceGroupError::Contended => ManagerError::Contended,
+        other => ManagerError::Store(StoreError::Corrupt(other.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::model::AppSpec;
+    use crate::store::Store;
+    use crate::testing::InMemoryStore;
+
+    fn manager() -> Manager {
+        Manager::new(Arc::new(InMemoryStore::new()), None)
+    }
+
+    fn app(s: &str) -> AppName {
+        AppName::parse(s).unwrap()
+    }
+
+    fn dg(s: &str) -> DeviceGroupName {
+        DeviceGroupName::parse(s).unwrap()
+    }
+
+    fn members(apps: &[&str]) -> Members {
+        Members {
+            apps: apps.iter().map(|a| app(a)).collect(),
+            cron_jobs: Vec::new(),
+        }
+    }
+
+    async fn with_apps(names: &[&str]) -> Manager {
+        let m = manager();
+        for n in names {
+            m.create_app(app(n), AppSpec::with_image("site"))
+                .await
+                .unwrap();
+        }
+        m
+    }
+
+    #[tokio::test]
+    async fn create_get_list_update_delete() {
+        let m = with_apps(&["a", "b"]).await;
+        let g = m
+            .create_device_group(dg("edge"), members(&["a", "b", "a"]))
+            .await
+            .unwrap();
+        assert_eq!((g.device_group_id, g.prune_id), (1, 1));
+        assert_eq!(g.apps, [app("a"), app("b")], "repeated names dropped");
+        assert!(matches!(
+            m.create_device_group(dg("edge"), Members::default()).await,
+            Err(DeviceGroupError::Exists)
+        ));
+        assert!(matches!(
+            m.create_device_group(dg("other"), members(&["nope"])).await,
+            Err(DeviceGroupError::AppNotFound(n)) if n == "nope"
+        ));
+        assert!(matches!(
+            m.get_device_group(&dg("other")).await,
+            Err(DeviceGroupError::NotFound)
+        ));
+        assert_eq!(m.get_device_group(&dg("edge")).await.unwrap(), g);
+        m.create_device_group(dg("empty"), Members::default())
+            .await
+            .unwrap();
+        assert_eq!(
+            m.list_device_groups().await.unwrap(),
+            [dg("edge"), dg("empty")]
+        );
+
+        let full = m
+            .update_device_group(&dg("edge"), members(&["b"]))
+            .await
+            .unwrap();
+        assert_eq!(
+            (full.apps.clone(), full.device_group_id),
+            (vec![app("b")], 2)
+        );
+        let patched = m
+            .patch_device_group(
+                &dg("edge"),
+                MembersPatch {
+                    cron_jobs: Some(vec!["nightly".into()]),
+                    ..MembersPatch::default()
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(patched.apps, [app("b")], "PUT keeps what it does not name");
+        assert_eq!((patched.cron_jobs.len(), patched.device_group_id), (1, 3));
+        assert!(matches!(
+            m.patch_device_group(&dg("edge"), MembersPatch::default())
+                .await,
+            Err(DeviceGroupError::Invalid(_))
+        ));
+        assert!(matches!(
+            m.update_device_group(&dg("edge"), members(&["nope"])).await,
+            Err(DeviceGroupError::AppNotFound(_))
+        ));
+        assert!(matches!(
+            m.update_device_group(&dg("missing"), members(&["nope"]))
+                .await,
+            Err(DeviceGroupError::NotFound)
+        ));
+        assert_eq!(
+            m.get_device_group(&dg("edge"))
+                .await
+                .unwrap()
+                .device_group_id,
+            3,
+            "failed updates store nothing"
+        );
+
+        m.delete_device_group(&dg("edge")).await.unwrap();
+        assert!(matches!(
+            m.delete_device_group(&dg("edge")).await,
+            Err(DeviceGroupError::NotFound)
+        ));
+        let again = m
+            .create_device_group(dg("edge"), Members::default())
+            .await
+            .unwrap();
+        assert_eq!(again.device_group_id, 1);
+        assert!(
+            again.revision() > full.revision(),
+            "a re-created group is newer than the deleted one"
+        );
+    }
+
+    #[tokio::test]
+    async fn prune_bumps_prune_id_only() {
+        let m = with_apps(&["a"]).await;
+        m.create_device_group(dg("x"), members(&["a"]))
+            .await
+            .unwrap();
+        m.create_device_group(dg("y"), Members::default())
+            .await
+            .unwrap();
+        let g = m.prune_device_group(&dg("x")).await.unwrap();
+        assert_eq!((g.prune_id, g.device_group_id), (2, 1));
+        assert!(matches!(
+            m.prune_device_group(&dg("z")).await,
+            Err(DeviceGroupError::NotFound)
+        ));
+        let all = m.prune_all_device_groups().await.unwrap();
+        assert_eq!(all, BTreeMap::from([(dg("x"), 3), (dg("y"), 2)]));
+    }
+
+    #[tokio::test]
+    async fn info_is_the_whole_desired_state() {
+        let m = with_apps(&["a", "b"]).await;
+        m.create_device_group(dg("edge"), members(&["b", "a"]))
+            .await
+            .unwrap();
+        let info = m.device_group_info(&dg("edge")).await.unwrap();
+        assert_eq!(
+            info.apps
+                .iter()
+                .map(|a| a.app_name.as_str())
+                .collect::<Vec<_>>(),
+            ["b", "a"]
+        );
+        assert_eq!(info.apps_list, [app("b"), app("a")]);
+        assert_eq!((info.device_group_id, info.prune_id), (1, 1));
+        assert!(info.cron_jobs.is_empty());
+        let json = serde_json::to_value(&info).unwrap();
+        for key in [
+            "apps",
+            "apps_list",
+            "cron_jobs",
+            "cron_jobs_list",
+            "prune_id",
+            "device_group_id",
+        ] {
+            assert!(json.get(key).is_some(), "{key} missing from {json}");
+        }
+        assert!(matches!(
+            m.device_group_info(&dg("nope")).await,
+            Err(DeviceGroupError::NotFound)
+        ));
+    }
+
+    #[tokio::test]
+    async fn deleting_an_app_takes_it_out_of_its_groups() {
+        let m = with_apps(&["a", "b"]).await;
+        m.create_device_group(dg("x"), members(&["a", "b"]))
+            .await
+            .unwrap();
+        m.create_device_group(dg("y"), members(&["b"]))
+            .await
+            .unwrap();
+        m.delete_app(&app("a")).await.unwrap();
+        let x = m.get_device_group(&dg("x")).await.unwrap();
+        assert_eq!((x.apps, x.device_group_id), (vec![app("b")], 2));
+        let y = m.get_device_group(&dg("y")).await.unwrap();
+        assert_eq!(y.device_group_id, 1, "a group without the app is untouched");
+        let info = m.device_group_info(&dg("x")).await.unwrap();
+        assert_eq!(info.apps.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn info_skips_apps_deleted_behind_its_back() {
+        let m = with_apps(&["a", "b"]).await;
+        m.create_device_group(dg("x"), members(&["a", "b"]))
+            .await
+            .unwrap();
+        // Straight in the store: the group still lists a, its document is gone.
+        let store = m.store().clone();
+        let stored = store.get(Collection::Apps, "a").await.unwrap().unwrap();
+        store
+            .delete(Collection::Apps, "a", stored.rev)
+            .await
+            .unwrap();
+        let info = m.device_group_info(&dg("x")).await.unwrap();
+        assert_eq!(info.apps_list.len(), 2);
+        assert_eq!(
+            info.apps
+                .iter()
+                .map(|a| a.app_name.as_str())
+                .collect::<Vec<_>>(),
+            ["b"]
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_writers_never_skip_or_repeat_an_id() {
+        let store: Arc<dyn Store> = Arc::new(InMemoryStore::new());
+        let a = Manager::new(store.clone(), None);
+        let b = Manager::new(store, None);
+        a.create_device_group(dg("x"), Members::default())
+            .await
+            .unwrap();
+        let mut tasks = Vec::new();
+        for i in 0..20 {
+            let m = if i % 2 == 0 { a.clone() } else { b.clone() };
+            tasks.push(tokio::spawn(async move {
+                if i % 4 < 2 {
+                    m.update_device_group(&dg("x"), Members::default())
+                        .await
+                        .unwrap()
+                        .device_group_id
+                } else {
+                    1000 + m.prune_device_group(&dg("x")).await.unwrap().prune_id
+                }
+            }));
+        }
+        let mut ids = Vec::new();
+        for t in tasks {
+            ids.push(t.await.unwrap());
+        }
+        ids.sort_unstable();
+        let expected: Vec<u64> = (2..=11).chain(1002..=1011).collect();
+        assert_eq!(ids, expected);
+    }
+}

@@ -1,0 +1,582 @@
+//! v2 device group routes, `POST /api/v2/prune`, and the `/info` cache.
+//!
+//! `/info` is what every worker of a group polls, so its replies are kept per device group in
+//! a per-process TTL cache (`CACHE_TIME`, `CACHE_MAX_SIZE`, least recently used first out).
+//! The cache sits behind authentication (the middleware runs before any handler), is
+//! invalidated by every write through this process that can change a group's state, and each
+//! reply carries an ETag so a worker whose state is current gets a bodiless 304.
+
+// Handlers answer errors as ready responses; their size is irrelevant next to the I/O.
+#![allow(clippy::result_large_err)]
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Json, Router};
+use nebula_core::device_group::{
+    DeviceGroup, DeviceGroupError, DeviceGroupName, Members, MembersPatch,
+};
+use nebula_core::model::AppName;
+use nebula_core::store::StoreError;
+use serde_json::{Map, Value, json};
+use sha2::{Digest, Sha256};
+use tokio::time::Instant;
+
+use super::{ApiState, Body, Reply};
+use crate::error::{ApiError, Dialect};
+
+/// How `/info` replies are cached in this process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InfoCacheConfig {
+    /// How long a reply is served from the cache (`CACHE_TIME`, 10 s); zero turns it off.
+    pub ttl: Duration,
+    /// How many device groups are cached at most (`CACHE_MAX_SIZE`, 1024); zero turns it off.
+    pub max_size: usize,
+}
+
+impl Default for InfoCacheConfig {
+    fn default() -> Self {
+        Self {
+            ttl: Duration::from_secs(10),
+            max_size: 1024,
+        }
+    }
+}
+
+/// One cached `/info` reply.
+#[derive(Debug)]
+struct CachedInfo {
+    body: Bytes,
+    etag: HeaderValue,
+}
+
+#[derive(Debug)]
+struct Slot {
+    info: Arc<CachedInfo>,
+    expires: Instant,
+    tick: u64,
+}
+
+#[derive(Debug, Default)]
+struct Lru {
+    slots: HashMap<DeviceGroupName, Slot>,
+    /// Last use -> group, oldest first.
+    order: BTreeMap<u64, DeviceGroupName>,
+    tick: u64,
+    /// Bumped by every invalidation: a reply read before it is not stored after it.
+    generation: u64,
+}
+
+impl Lru {
+    fn remove(&mut self, group: &DeviceGroupName) {
+        if let Some(slot) = self.slots.remove(group) {
+            self.order.remove(&slot.tick);
+        }
+    }
+}
+
+/// The per-process `/info` cache, keyed by device group.
+#[derive(Debug)]
+pub(crate) struct InfoCache {
+    config: InfoCacheConfig,
+    lru: Mutex<Lru>,
+}
+
+impl InfoCache {
+    pub(crate) fn new(config: InfoCacheConfig) -> Self {
+        Self {
+            config,
+            lru: Mutex::new(Lru::default()),
+        }
+    }
+
+    fn enabled(&self) -> bool {
+        !self.config.ttl.is_zero() && self.config.max_size > 0
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Lru> {
+        self.lru.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The cached reply, if fresh, and the generation to store a new one under otherwise.
+    fn get(&self, group: &DeviceGroupName) -> Result<Arc<CachedInfo>, u64> {
+        let mut lru = self.lock();
+        if !self.enabled() {
+            return Err(lru.generation);
+        }
+        let now = Instant::now();
+        lru.tick += 1;
+        let tick = lru.tick;
+        let Some(slot) = lru.slots.get_mut(group) else {
+            return Err(lru.generation);
+        };
+        if slot.expires <= now {
+            lru.remove(group);
+            return Err(lru.generation);
+        }
+        let old = std::mem::replace(&mut slot.tick, tick);
+        let info = slot.info.clone();
+        lru.order.remove(&old);
+        lru.order.insert(tick, group.clone());
+        Ok(info)
+    }
+
+    /// Stores a reply read at `generation`, unless something was invalidated since.
+    fn insert(&self, group: &DeviceGroupName, info: Arc<CachedInfo>, generation: u64) {
+        let mut lru = self.lock();
+        if !self.enabled() || lru.generation != generation {
+            return;
+        }
+        lru.remove(group);
+        while lru.slots.len() >= self.config.max_size {
+            let Some((_, oldest)) = lru.order.pop_first() else {
+                break;
+            };
+            lru.slots.remove(&oldest);
+        }
+        lru.tick += 1;
+        let tick = lru.tick;
+        lru.order.insert(tick, group.clone());
+        lru.slots.insert(
+            group.clone(),
+            Slot {
+                info,
+                expires: Instant::now() + self.config.ttl,
+                tick,
+            },
+        );
+    }
+
+    /// Forgets one group's reply.
+    fn invalidate(&self, group: &DeviceGroupName) {
+        let mut lru = self.lock();
+        lru.generation += 1;
+        lru.remove(group);
+    }
+
+    /// Forgets every reply.
+    fn clear(&self) {
+        let mut lru = self.lock();
+        lru.generation += 1;
+        lru.slots.clear();
+        lru.order.clear();
+    }
+}
+
+/// The device group routes (under `/api/v2`) and `POST /prune`.
+pub(super) fn routes() -> Router<ApiState> {
+    Router::new()
+        .route("/device_groups", get(list))
+        .route(
+            "/device_groups/{dg}",
+            get(get_one).post(create).delete(delete),
+        )
+        .route("/device_groups/{dg}/info", get(info))
+        .route(
+            "/device_groups/{dg}/update",
+            post(update_full).put(update_patch).patch(update_patch),
+        )
+        .route("/device_groups/{dg}/prune", post(prune_one))
+        .route("/prune", post(prune_all))
+}
+
+/// Wraps the whole API with the `/info` cache: handlers find it as an extension, and a
+/// successful app write through this process clears it (app documents are part of `/info`).
+pub(super) fn with_info_cache(api: Router<ApiState>, config: InfoCacheConfig) -> Router<ApiState> {
+    api.layer(middleware::from_fn(clear_after_app_writes))
+        .layer(Extension(Arc::new(InfoCache::new(config))))
+}
+
+async fn clear_after_app_writes(
+    Extension(cache): Extension<Arc<InfoCache>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let writes_app = !matches!(
+        *request.method(),
+        Method::GET | Method::HEAD | Method::OPTIONS
+    ) && (request.uri().path().starts_with("/api/apps/")
+        || request.uri().path().starts_with("/api/v2/apps/"));
+    let response = next.run(request).await;
+    if writes_app && response.status().is_success() {
+        cache.clear();
+    }
+    response
+}
+
+fn reply(code: StatusCode, body: Value) -> Response {
+    (code, Json(body)).into_response()
+}
+
+fn dg_error(e: DeviceGroupError) -> Response {
+    match e {
+        DeviceGroupError::Exists => {
+            reply(StatusCode::FORBIDDEN, json!({"device_group_exists": true}))
+        }
+        DeviceGroupError::NotFound => {
+            reply(StatusCode::FORBIDDEN, json!({"device_group_exists": false}))
+        }
+        DeviceGroupError::AppNotFound(_) => {
+            reply(StatusCode::FORBIDDEN, json!({"app_exists": false}))
+        }
+        DeviceGroupError::Invalid(errors) => ApiError::Invalid(errors).render(Dialect::V2),
+        DeviceGroupError::Contended => reply(
+            StatusCode::CONFLICT,
+            json!({"error": "too many concurrent changes to this device group; retry"}),
+        ),
+        DeviceGroupError::Store(StoreError::Unavailable(_)) => {
+            ApiError::Unavailable.render(Dialect::V2)
+        }
+        other => ApiError::Internal(other.to_string()).render(Dialect::V2),
+    }
+}
+
+fn group_name(raw: &str) -> Result<DeviceGroupName, Response> {
+    DeviceGroupName::parse(raw).map_err(|e| ApiError::from(e).render(Dialect::V2))
+}
+
+fn doc(group: &DeviceGroup) -> Value {
+    serde_json::to_value(group).unwrap_or(Value::Null)
+}
+
+/// Fields of the stored document a client may echo back; ignored.
+const READ_ONLY: [&str; 5] = [
+    "device_group",
+    "device_group_id",
+    "prune_id",
+    "incarnation",
+    "_id",
+];
+
+/// Reads `apps` and `cron_jobs` from a body; with `full`, an absent list is `[]`.
+fn members(body: &Map<String, Value>, full: bool) -> Result<MembersPatch, Response> {
+    let unknown: Vec<nebula_core::validate::FieldError> = body
+        .keys()
+        .filter(|k| !matches!(k.as_str(), "apps" | "cron_jobs") && !READ_ONLY.contains(&k.as_str()))
+        .map(|k| {
+            nebula_core::validate::FieldError::new(
+                k.clone(),
+                "is not a device group field; settable fields are apps, cron_jobs",
+            )
+        })
+        .collect();
+    if !unknown.is_empty() {
+        return Err(ApiError::Invalid(unknown).render(Dialect::V2));
+    }
+    let list = |key: &str| -> Result<Option<Vec<String>>, Response> {
+        match body.get(key) {
+            None if full => Ok(Some(Vec::new())),
+            None => Ok(None),
+            Some(Value::Array(items)) => items
+                .iter()
+                .map(|i| {
+                    i.as_str().map(str::to_owned).ok_or_else(|| {
+                        ApiError::from(nebula_core::validate::FieldError::new(
+                            key,
+                            "must be a list of names",
+                        ))
+                        .render(Dialect::V2)
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map(Some),
+            Some(_) => Err(reply(
+                StatusCode::BAD_REQUEST,
+                json!({ format!("{key}_is_list"): false }),
+            )),
+        }
+    };
+    let apps = list("apps")?;
+    let cron_jobs = list("cron_jobs")?;
+    let apps = match apps {
+        Some(names) => Some(
+            names
+                .iter()
+                .map(|n| {
+                    // A name no app can have names no app that exists.
+                    AppName::parse(n)
+                        .map_err(|_| dg_error(DeviceGroupError::AppNotFound(n.clone())))
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+        ),
+        None => None,
+    };
+    Ok(MembersPatch { apps, cron_jobs })
+}
+
+async fn list(State(s): State<ApiState>) -> Reply {
+    let groups = s.manager.list_device_groups().await.map_err(dg_error)?;
+    Ok(Json(json!({ "device_groups": groups })).into_response())
+}
+
+async fn get_one(State(s): State<ApiState>, Path(dg): Path<String>) -> Reply {
+    let name = group_name(&dg)?;
+    let group = s.manager.get_device_group(&name).await.map_err(dg_error)?;
+    Ok(Json(doc(&group)).into_response())
+}
+
+async fn create(
+    State(s): State<ApiState>,
+    Extension(cache): Extension<Arc<InfoCache>>,
+    Path(dg): Path<String>,
+    Body(body): Body,
+) -> Reply {
+    let name = group_name(&dg)?;
+    let patch = members(&body, true)?;
+    let group = s
+        .manager
+        .create_device_group(
+            name.clone(),
+            Members {
+                apps: patch.apps.unwrap_or_default(),
+                cron_jobs: patch.cron_jobs.unwrap_or_default(),
+            },
+        )
+        .await
+        .map_err(dg_error)?;
+    cache.invalidate(&name);
+    Ok(reply(StatusCode::OK, doc(&group)))
+}
+
+async fn delete(
+    State(s): State<ApiState>,
+    Extension(cache): Extension<Arc<InfoCache>>,
+    Path(dg): Path<String>,
+) -> Reply {
+    let name = group_name(&dg)?;
+    let result = s.manager.delete_device_group(&name).await;
+    cache.invalidate(&name);
+    result.map_err(dg_error)?;
+    Ok(reply(StatusCode::OK, json!({})))
+}
+
+async fn update_full(
+    State(s): State<ApiState>,
+    Extension(cache): Extension<Arc<InfoCache>>,
+    Path(dg): Path<String>,
+    Body(body): Body,
+) -> Reply {
+    let name = group_name(&dg)?;
+    let patch = members(&body, true)?;
+    let group = s
+        .manager
+        .update_device_group(
+            &name,
+            Members {
+                apps: patch.apps.unwrap_or_default(),
+                cron_jobs: patch.cron_jobs.unwrap_or_default(),
+            },
+        )
+        .await
+        .map_err(dg_error)?;
+    cache.invalidate(&name);
+    Ok(reply(StatusCode::ACCEPTED, doc(&group)))
+}
+
+async fn update_patch(
+    State(s): State<ApiState>,
+    Extension(cache): Extension<Arc<InfoCache>>,
+    Path(dg): Path<String>,
+    Body(body): Body,
+) -> Reply {
+    let name = group_name(&dg)?;
+    if body.is_empty() {
+        return Err(reply(
+            StatusCode::BAD_REQUEST,
+            json!({"missing_parameters": true}),
+        ));
+    }
+    let patch = members(&body, false)?;
+    if patch.is_empty() {
+        // Only read-only fields were sent.
+        return Err(reply(
+            StatusCode::BAD_REQUEST,
+            json!({"missing_parameters": true}),
+        ));
+    }
+    let group = s
+        .manager
+        .patch_device_group(&name, patch)
+        .await
+        .map_err(dg_error)?;
+    cache.invalidate(&name);
+    Ok(reply(StatusCode::ACCEPTED, doc(&group)))
+}
+
+async fn prune_one(
+    State(s): State<ApiState>,
+    Extension(cache): Extension<Arc<InfoCache>>,
+    Path(dg): Path<String>,
+) -> Reply {
+    let name = group_name(&dg)?;
+    let group = s
+        .manager
+        .prune_device_group(&name)
+        .await
+        .map_err(dg_error)?;
+    cache.invalidate(&name);
+    Ok(reply(StatusCode::ACCEPTED, doc(&group)))
+}
+
+async fn prune_all(
+    State(s): State<ApiState>,
+    Extension(cache): Extension<Arc<InfoCache>>,
+) -> Reply {
+    let result = s.manager.prune_all_device_groups().await;
+    cache.clear();
+    let prune_ids = result.map_err(dg_error)?;
+    Ok(reply(
+        StatusCode::ACCEPTED,
+        json!({ "prune_ids": prune_ids }),
+    ))
+}
+
+/// A strong ETag: a digest of the reply body, which holds the group's versions and every
+/// app's (incarnation, `app_id`), so it changes whenever the desired state does.
+fn etag_of(body: &[u8]) -> HeaderValue {
+    let digest = Sha256::digest(body);
+    let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+    HeaderValue::from_str(&format!("\"{hex}\"")).unwrap_or(HeaderValue::from_static("\"\""))
+}
+
+/// Whether `If-None-Match` names `etag` (or is `*`); weak tags compare by their opaque part.
+fn matches(headers: &HeaderMap, etag: &HeaderValue) -> bool {
+    let Ok(ours) = etag.to_str() else {
+        return false;
+    };
+    headers
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim().trim_start_matches("W/"))
+        .any(|t| t == "*" || t == ours)
+}
+
+async fn info(
+    State(s): State<ApiState>,
+    Extension(cache): Extension<Arc<InfoCache>>,
+    Path(dg): Path<String>,
+    headers: HeaderMap,
+) -> Reply {
+    let name = group_name(&dg)?;
+    let cached = match cache.get(&name) {
+        Ok(hit) => hit,
+        Err(generation) => {
+            let info = s.manager.device_group_info(&name).await.map_err(dg_error)?;
+            let body = serde_json::to_vec(&info)
+                .map_err(|e| ApiError::Internal(e.to_string()).render(Dialect::V2))?;
+            let fresh = Arc::new(CachedInfo {
+                etag: etag_of(&body),
+                body: Bytes::from(body),
+            });
+            cache.insert(&name, fresh.clone(), generation);
+            fresh
+        }
+    };
+    if matches(&headers, &cached.etag) {
+        return Ok((
+            StatusCode::NOT_MODIFIED,
+            [(header::ETAG, cached.etag.clone())],
+        )
+            .into_response());
+    }
+    Ok((
+        StatusCode::OK,
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            ),
+            (header::ETAG, cached.etag.clone()),
+        ],
+        cached.body.clone(),
+    )
+        .into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dg(s: &str) -> DeviceGroupName {
+        DeviceGroupName::parse(s).unwrap()
+    }
+
+    fn entry(tag: &str) -> Arc<CachedInfo> {
+        Arc::new(CachedInfo {
+            body: Bytes::from(tag.to_owned()),
+            etag: etag_of(tag.as_bytes()),
+        })
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn entries_expire_after_the_ttl() {
+        let cache = InfoCache::new(InfoCacheConfig {
+            ttl: Duration::from_secs(10),
+            max_size: 4,
+        });
+        let g = cache.get(&dg("a")).unwrap_err();
+        cache.insert(&dg("a"), entry("1"), g);
+        tokio::time::advance(Duration::from_secs(9)).await;
+        assert_eq!(cache.get(&dg("a")).unwrap().body, "1");
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!(cache.get(&dg("a")).is_err());
+    }
+
+    #[test]
+    fn the_least_recently_used_group_goes_first() {
+        let cache = InfoCache::new(InfoCacheConfig {
+            ttl: Duration::from_secs(60),
+            max_size: 2,
+        });
+        let g = cache.get(&dg("a")).unwrap_err();
+        cache.insert(&dg("a"), entry("a"), g);
+        cache.insert(&dg("b"), entry("b"), g);
+        assert!(cache.get(&dg("a")).is_ok(), "a used last");
+        cache.insert(&dg("c"), entry("c"), g);
+        assert!(cache.get(&dg("b")).is_err(), "b was the oldest");
+        assert!(cache.get(&dg("a")).is_ok() && cache.get(&dg("c")).is_ok());
+        assert_eq!(cache.lock().slots.len(), 2);
+        assert_eq!(cache.lock().order.len(), 2);
+    }
+
+    #[test]
+    fn a_reply_read_before_an_invalidation_is_not_stored() {
+        let cache = InfoCache::new(InfoCacheConfig::default());
+        let g = cache.get(&dg("a")).unwrap_err();
+        cache.invalidate(&dg("a"));
+        cache.insert(&dg("a"), entry("old"), g);
+        assert!(cache.get(&dg("a")).is_err());
+        let off = InfoCache::new(InfoCacheConfig {
+            ttl: Duration::ZERO,
+            max_size: 8,
+        });
+        let g = off.get(&dg("a")).unwrap_err();
+        off.insert(&dg("a"), entry("x"), g);
+        assert!(off.get(&dg("a")).is_err(), "CACHE_TIME=0 turns it off");
+    }
+
+    #[test]
+    fn if_none_match_lists_and_weak_tags() {
+        let tag = etag_of(b"body");
+        let mut h = HeaderMap::new();
+        assert!(!matches(&h, &tag));
+        h.insert(
+            header::IF_NONE_MATCH,
+            HeaderValue::from_str(&format!("\"x\", W/{}", tag.to_str().unwrap())).unwrap(),
+        );
+        assert!(matches(&h, &tag));
+        h.insert(header::IF_NONE_MATCH, HeaderValue::from_static("*"));
+        assert!(matches(&h, &tag));
+        h.insert(header::IF_NONE_MATCH, HeaderValue::from_static("\"other\""));
+        assert!(!matches(&h, &tag));
+    }
+}

@@ -1,0 +1,478 @@
+//! Device groups end to end: `nebula-api-manager` + a `nebula-worker-manager` with
+//! `DEVICE_GROUP`, on a real engine.
+//!
+//! Membership changes run on the shared engine (every name is unique to the run). Pruning
+//! removes *every* unused image of an engine, and other tests pull and tag images on the shared
+//! one in parallel, so the prune test runs its worker against a private `dockerd` in a network
+//! namespace of its own (root only; skipped otherwise, failed with `NEBULA_REQUIRE_ENGINE=1`),
+//! loaded with copies of the test images: the shared engine is never pruned.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nebula_tests::{
+    Api, IMAGE, IMAGE_V2, Process, binary, cleanup, containers, docker_ok, engine_ready, free_port,
+    free_port_range, running, unique, wait_for,
+};
+use serde_json::{Value, json};
+
+const USER: &str = "admin";
+const PASSWORD: &str = "dg-pw";
+
+fn app_doc(port: u16) -> Value {
+    json!({"docker_image": IMAGE, "starting_ports": [{port.to_string(): "80"}],
+        "containers_per": {"server": 1}, "env_vars": {"MESSAGE": "device group"}})
+}
+
+/// An API manager on its own data dir, ready; with its base URL.
+async fn api_manager(dir: &Path) -> (Process, Api, String) {
+    let port = free_port();
+    let bind = format!("127.0.0.1:{port}");
+    let data = dir.join("data");
+    let manager = Process::start(
+        binary("nebula-api-manager"),
+        &["--bind", &bind, "--data-dir", data.to_str().unwrap()],
+        &[("BASIC_AUTH_USER", USER), ("BASIC_AUTH_PASSWORD", PASSWORD)],
+        dir.join("manager.log"),
+    );
+    let api = Api::new(port, USER, PASSWORD);
+    api.wait_ready().await;
+    (manager, api, format!("http://{bind}"))
+}
+
+fn worker(dir: &Path, manager_uri: &str, group: &str, docker_host: Option<&str>) -> Process {
+    let mut env = vec![
+        ("DEVICE_GROUP", group),
+        ("NEBULA_MANAGER_URI", manager_uri),
+        ("NEBULA_MANAGER_AUTH_USER", USER),
+        ("NEBULA_MANAGER_AUTH_PASSWORD", PASSWORD),
+        ("NEBULA_MANAGER_CHECK_IN_TIME", "1"),
+        ("NEBULA_RECONCILE_INTERVAL", "1"),
+        ("NEBULA_STOP_GRACE", "1"),
+    ];
+    if let Some(host) = docker_host {
+        env.push(("DOCKER_HOST", host));
+    }
+    Process::start(
+        binary("nebula-worker-manager"),
+        &[],
+        &env,
+        dir.join("worker.log"),
+    )
+}
+
+async fn ok(api: &Api, method: &str, path: &str, body: Option<Value>, code: u16) -> Value {
+    let (got, reply) = api.call(method, path, body).await;
+    assert_eq!(got, code, "{method} {path}: {reply}");
+    reply
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_group_worker_runs_its_group() {
+    if !engine_ready("a_device_group_worker_runs_its_group") {
+        return;
+    }
+    let dir = std::env::temp_dir().join(unique("nebula-dg-"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (manager, api, uri) = api_manager(&dir).await;
+    let (a, b, c) = (unique("dga"), unique("dgb"), unique("dgc"));
+    let group = unique("edge");
+    let ports = free_port_range(3);
+    for (i, app) in [&a, &b, &c].into_iter().enumerate() {
+        let port = ports + u16::try_from(i).unwrap();
+        ok(
+            &api,
+            "POST",
+            &format!("/api/v2/apps/{app}"),
+            Some(app_doc(port)),
+            200,
+        )
+        .await;
+    }
+    ok(
+        &api,
+        "POST",
+        &format!("/api/v2/device_groups/{group}"),
+        Some(json!({"apps": [a, b]})),
+        200,
+    )
+    .await;
+    let worker = worker(&dir, &uri, &group, None);
+
+    wait_for(
+        "both apps of the group run",
+        Duration::from_secs(60),
+        || async { running(&a).len() == 1 && running(&b).len() == 1 },
+    )
+    .await;
+    assert!(
+        containers(&c).is_empty(),
+        "an app outside the group never runs here"
+    );
+
+    ok(
+        &api,
+        "PUT",
+        &format!("/api/v2/device_groups/{group}/update"),
+        Some(json!({"apps": [a, b, c]})),
+        202,
+    )
+    .await;
+    wait_for(
+        "an app added to the group starts",
+        Duration::from_secs(30),
+        || async { running(&c).len() == 1 },
+    )
+    .await;
+
+    ok(
+        &api,
+        "PATCH",
+        &format!("/api/v2/device_groups/{group}/update"),
+        Some(json!({"apps": [b, c]})),
+        202,
+    )
+    .await;
+    wait_for(
+        "an app removed from the group stops",
+        Duration::from_secs(30),
+        || async { containers(&a).is_empty() },
+    )
+    .await;
+
+    ok(&api, "DELETE", &format!("/api/v2/apps/{b}"), None, 200).await;
+    wait_for(
+        "a deleted app leaves its group and stops",
+        Duration::from_secs(30),
+        || async { containers(&b).is_empty() },
+    )
+    .await;
+    let reply = ok(
+        &api,
+        "GET",
+        &format!("/api/v2/device_groups/{group}"),
+        None,
+        200,
+    )
+    .await;
+    assert_eq!(reply["apps"], json!([c]));
+
+    ok(
+        &api,
+        "DELETE",
+        &format!("/api/v2/device_groups/{group}"),
+        None,
+        200,
+    )
+    .await;
+    wait_for(
+        "a deleted group's apps stop",
+        Duration::from_secs(30),
+        || async { containers(&c).is_empty() },
+    )
+    .await;
+    assert!(
+        worker.log().contains("device group deleted"),
+        "{}",
+        worker.log()
+    );
+
+    drop(worker);
+    drop(manager);
+    for app in [&a, &b, &c] {
+        cleanup(app);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A `dockerd` of our own in a network namespace of its own, storing under a temp dir.
+struct PrivateEngine {
+    netns: String,
+    dir: PathBuf,
+    cli: Cli,
+    child: std::process::Child,
+}
+
+/// The docker CLI on one engine.
+#[derive(Clone, Debug)]
+struct Cli {
+    socket: String,
+}
+
+impl PrivateEngine {
+    fn start(name: &str) -> Result<Self, String> {
+        let dir = std::env::temp_dir().join(name);
+        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        let added = Command::new("ip").args(["netns", "add", name]).status();
+        if !added.as_ref().is_ok_and(std::process::ExitStatus::success) {
+            let _ = std::fs::remove_dir_all(&dir);
+            return Err(format!(
+                "cannot create a network namespace (needs root and iproute2): {added:?}"
+            ));
+        }
+        let _ = Command::new("ip")
+            .args(["-n", name, "link", "set", "lo", "up"])
+            .status();
+        // An empty daemon config: the system's /etc/docker/daemon.json must not apply.
+        std::fs::write(dir.join("daemon.json"), "{}").map_err(|e| e.to_string())?;
+        let path = |p: &str| dir.join(p).to_string_lossy().into_owned();
+        let socket = format!("unix://{}", path("docker.sock"));
+        let log = std::fs::File::create(dir.join("dockerd.log")).map_err(|e| e.to_string())?;
+        // nsenter, not `ip netns exec`: the latter remounts /sys, hiding the cgroup mounts.
+        let spawned = Command::new("nsenter")
+            .arg(format!("--net=/var/run/netns/{name}"))
+            .arg("dockerd")
+            .args(["--config-file", &path("daemon.json")])
+            .args(["--data-root", &path("data"), "--exec-root", &path("exec")])
+            .args(["--pidfile", &path("dockerd.pid"), "-H", &socket])
+            .args(["--bridge", "none", "--iptables=false", "--ip-masq=false"])
+            .args(["--storage-driver", "vfs"])
+            .args(["--containerd-namespace", name])
+            .args(["--containerd-plugins-namespace", &format!("{name}-plugins")])
+            .args(["--shutdown-timeout", "2"])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn();
+        let child = match spawned {
+            Ok(child) => child,
+            Err(e) => {
+                let _ = Command::new("ip").args(["netns", "delete", name]).status();
+                let _ = std::fs::remove_dir_all(&dir);
+                return Err(format!("cannot start dockerd: {e}"));
+            }
+        };
+        let engine = Self {
+            netns: name.to_owned(),
+            dir,
+            cli: Cli { socket },
+            child,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !engine.cli.docker(&["version"]).status.success() {
+            if Instant::now() > deadline {
+                let log =
+                    std::fs::read_to_string(engine.dir.join("dockerd.log")).unwrap_or_default();
+                engine.stop();
+                return Err(format!("the private dockerd did not answer: {log}"));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Ok(engine)
+    }
+
+    /// Stops the engine (SIGTERM to the dockerd we started, by pid) and removes its files.
+    fn stop(mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while self.child.try_wait().ok().flatten().is_none() {
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = Command::new("ip")
+            .args(["netns", "delete", &self.netns])
+            .status();
+        if std::fs::remove_dir_all(&self.dir).is_err() {
+            // Mounts the engine left behind keep files busy: detach them, then retry.
+            for sub in ["exec", "data"] {
+                let _ = Command::new("umount")
+                    .args(["-R", "-l"])
+                    .arg(self.dir.join(sub))
+                    .status();
+            }
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+impl Cli {
+    fn docker(&self, args: &[&str]) -> std::process::Output {
+        Command::new("docker")
+            .args(["-H", &self.socket])
+            .args(args)
+            .output()
+            .expect("docker CLI")
+    }
+
+    fn docker_ok(&self, args: &[&str]) -> String {
+        let out = self.docker(args);
+        assert!(
+            out.status.success(),
+            "docker -H {} {args:?}: {}",
+            self.socket,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn has_image(&self, reference: &str) -> bool {
+        self.docker(&["image", "inspect", reference])
+            .status
+            .success()
+    }
+
+    fn running(&self, app: &str) -> usize {
+        self.docker_ok(&[
+            "ps",
+            "-q",
+            "--filter",
+            &format!("label=app_name={app}"),
+            "--filter",
+            "status=running",
+        ])
+        .split_whitespace()
+        .count()
+    }
+
+    /// Copies images from the shared engine (`docker save | docker load`).
+    fn load(&self, images: &[&str]) {
+        let mut save = Command::new("docker")
+            .arg("save")
+            .args(images)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("docker save");
+        let stdout = save.stdout.take().expect("piped");
+        let load = Command::new("docker")
+            .args(["-H", &self.socket, "load", "-q"])
+            .stdin(stdout)
+            .output()
+            .expect("docker load");
+        assert!(
+            save.wait().is_ok_and(|s| s.success()),
+            "docker save {images:?}"
+        );
+        assert!(
+            load.status.success(),
+            "docker load: {}",
+            String::from_utf8_lossy(&load.stderr)
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prune_removes_unused_images_on_the_groups_hosts() {
+    if !engine_ready("prune_removes_unused_images_on_the_groups_hosts") {
+        return;
+    }
+    docker_ok(&["pull", "-q", IMAGE]);
+    docker_ok(&["pull", "-q", IMAGE_V2]);
+    let name = unique("nebula-dgp-");
+    let engine = match PrivateEngine::start(&name) {
+        Ok(engine) => engine,
+        Err(reason) => {
+            assert!(
+                std::env::var_os("NEBULA_REQUIRE_ENGINE").is_none(),
+                "NEBULA_REQUIRE_ENGINE is set but: {reason}"
+            );
+            println!("SKIPPED prune_removes_unused_images_on_the_groups_hosts: {reason}");
+            return;
+        }
+    };
+    let dir = std::env::temp_dir().join(format!("{name}-run"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cli = engine.cli.clone();
+    let result = tokio::spawn(prune_scenario(dir.clone(), cli.clone(), name.clone())).await;
+    let ids = cli.docker_ok(&["ps", "-aq", "--filter", "label=orchestrator=nebula"]);
+    for id in ids.split_whitespace() {
+        let _ = cli.docker(&["rm", "-f", id]);
+    }
+    engine.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+    if let Err(e) = result {
+        std::panic::resume_unwind(e.into_panic());
+    }
+}
+
+/// The prune scenario against the private engine (a task of its own, so a failure still lets
+/// the caller stop the engine).
+async fn prune_scenario(dir: PathBuf, engine: Cli, name: String) {
+    engine.load(&[IMAGE, IMAGE_V2]);
+    let unused = |n: u32| format!("nebula-prune-{name}:unused{n}");
+    engine.docker_ok(&["tag", IMAGE_V2, &unused(1)]);
+
+    let (_manager, api, uri) = api_manager(&dir).await;
+    let app = unique("dgp");
+    let group = unique("pruned");
+    // No network: the private engine has no `bridge`, and the app needs no port.
+    ok(
+        &api,
+        "POST",
+        &format!("/api/v2/apps/{app}"),
+        Some(json!({"docker_image": IMAGE, "networks": ["none"]})),
+        200,
+    )
+    .await;
+    ok(
+        &api,
+        "POST",
+        &format!("/api/v2/device_groups/{group}"),
+        Some(json!({"apps": [app]})),
+        200,
+    )
+    .await;
+    // A prune requested before the worker ever saw the group is not replayed at its start.
+    ok(
+        &api,
+        "POST",
+        &format!("/api/v2/device_groups/{group}/prune"),
+        None,
+        202,
+    )
+    .await;
+    let worker = worker(&dir, &uri, &group, Some(&engine.socket));
+    wait_for(
+        "the group's app runs on the private engine",
+        Duration::from_secs(60),
+        || async { engine.running(&app) == 1 },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        engine.has_image(&unused(1)),
+        "no prune at first sight:\n{}",
+        worker.log()
+    );
+
+    let reply = ok(
+        &api,
+        "POST",
+        &format!("/api/v2/device_groups/{group}/prune"),
+        None,
+        202,
+    )
+    .await;
+    assert_eq!(reply["prune_id"], 3);
+    wait_for(
+        "a device group prune removes the unused image",
+        Duration::from_secs(30),
+        || async { !engine.has_image(&unused(1)) },
+    )
+    .await;
+    assert!(engine.has_image(IMAGE), "the image in use stays");
+    assert_eq!(engine.running(&app), 1);
+
+    // POST /api/v2/prune reaches every group.
+    engine.load(&[IMAGE_V2]);
+    engine.docker_ok(&["tag", IMAGE_V2, &unused(2)]);
+    let reply = ok(&api, "POST", "/api/v2/prune", None, 202).await;
+    assert_eq!(reply, json!({"prune_ids": {group.clone(): 4}}));
+    wait_for(
+        "a prune of every group removes the unused image",
+        Duration::from_secs(30),
+        || async { !engine.has_image(&unused(2)) },
+    )
+    .await;
+    assert!(engine.has_image(IMAGE));
+    assert!(
+        worker.log().contains("pruned unused images"),
+        "{}",
+        worker.log()
+    );
+}
