@@ -1,0 +1,364 @@
+//! How to reach the broker and how to shape a worker's queue. The library never reads the
+//! environment: the binaries map `RABBIT_HOST`, `RABBIT_PORT`, `RABBIT_USER`,
+//! `RABBIT_PASSWORD`, `RABBIT_VHOST` (or `RABBIT_URL`) onto [`RabbitConfig`].
+
+use std::fmt;
+use std::time::Duration;
+
+use nebula_core::bus::Topic;
+use sha2::{Digest, Sha256};
+
+use crate::wire;
+
+/// The exchange every change is published to, unless configured otherwise.
+pub const DEFAULT_EXCHANGE: &str = "nebula.apps";
+
+/// Longest accepted worker id (a queue name holds at most 255 bytes).
+pub const MAX_WORKER_ID_LEN: usize = 200;
+
+/// Everything [`crate::RabbitBus`] needs. Build it with [`RabbitConfig::default`] (guest/guest
+/// on 127.0.0.1:5672, vhost `/`) or [`RabbitConfig::from_url`], then set fields.
+///
+/// Its `Debug` output never shows the password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RabbitConfig {
+    /// Broker host name or IP address (`RABBIT_HOST`).
+    pub host: String,
+    /// AMQP port (`RABBIT_PORT`), 5672 by default.
+    pub port: u16,
+    /// User name (`RABBIT_USER`).
+    pub user: String,
+    /// Password (`RABBIT_PASSWORD`); never logged.
+    pub password: String,
+    /// Virtual host (`RABBIT_VHOST`), `/` by default.
+    pub vhost: String,
+    /// The durable topic exchange changes travel through ([`DEFAULT_EXCHANGE`]).
+    pub exchange: String,
+    /// The stable id of this host's worker (e.g. its host name). It names the worker's one
+    /// queue, so the queue and the messages in it outlive a disconnect shorter than
+    /// [`queue_expiry`](Self::queue_expiry). `None` gives every subscription a private,
+    /// server-named queue deleted when the subscription ends (publishers and tests).
+    /// At most one subscription per worker id and topic set may be open at a time.
+    pub worker_id: Option<String>,
+    /// How long a worker's queue lives without a consumer before the broker deletes it
+    /// (`x-expires`). A worker away longer resyncs over HTTP anyway. Default 10 minutes.
+    pub queue_expiry: Duration,
+    /// The most messages a worker's queue holds; the oldest are dropped beyond it
+    /// (`x-max-length`, overflow `drop-head`), so a stuck worker cannot fill the broker.
+    /// Default 10,000; `None` for no limit.
+    pub max_queue_length: Option<u32>,
+    /// How many unacknowledged messages the broker sends a subscriber ahead (`basic.qos`).
+    /// Default 8.
+    pub prefetch: u16,
+    /// AMQP heartbeat; a silent broker is detected after about twice this. Zero turns
+    /// heartbeats off. Default 30 s.
+    pub heartbeat: Duration,
+    /// How long a connection attempt (TCP + AMQP handshake) may take. Default 5 s.
+    pub connect_timeout: Duration,
+    /// How long a publish may wait for the broker's confirm, and a subscribe for its queue
+    /// and bindings to be declared. Default 10 s.
+    pub publish_timeout: Duration,
+}
+
+impl Default for RabbitConfig {
+    fn default() -> Self {
+        Self {
+            host: "127.0.0.1".to_owned(),
+            port: 5672,
+            user: "guest".to_owned(),
+            password: "guest".to_owned(),
+            vhost: "/".to_owned(),
+            exchange: DEFAULT_EXCHANGE.to_owned(),
+            worker_id: None,
+            queue_expiry: Duration::from_secs(600),
+            max_queue_length: Some(10_000),
+            prefetch: 8,
+            heartbeat: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(5),
+            publish_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl fmt::Debug for RabbitConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RabbitConfig")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("user", &self.user)
+            .field("password", &"<redacted>")
+            .field("vhost", &self.vhost)
+            .field("exchange", &self.exchange)
+            .field("worker_id", &self.worker_id)
+            .field("queue_expiry", &self.queue_expiry)
+            .field("max_queue_length", &self.max_queue_length)
+            .field("prefetch", &self.prefetch)
+            .field("heartbeat", &self.heartbeat)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("publish_timeout", &self.publish_timeout)
+            .finish()
+    }
+}
+
+/// A configuration that cannot work, with every problem found.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("invalid RabbitMQ configuration: {}", .problems.join("; "))]
+pub struct InvalidConfig {
+    /// One sentence per problem, naming the setting.
+    pub problems: Vec<String>,
+}
+
+impl RabbitConfig {
+    /// The defaults with the broker address, credentials and vhost of an AMQP URL:
+    /// `amqp://user:password@host:port/vhost?heartbeat=30`. User, password and vhost are
+    /// percent-decoded; a missing or empty vhost means `/` (write `%2f` for `/` as well).
+    /// `amqps` is refused: this build carries no TLS stack.
+    ///
+    /// # Errors
+    /// [`InvalidConfig`] naming what is wrong (never echoing the password).
+    pub fn from_url(url: &str) -> Result<Self, InvalidConfig> {
+        let bad = |p: String| InvalidConfig { problems: vec![p] };
+        // The url crate's messages do not contain the input, so they are safe to show.
+        let parsed =
+            url::Url::parse(url).map_err(|e| bad(format!("RABBIT_URL is not a URL: {e}")))?;
+        match parsed.scheme() {
+            "amqp" => {}
+            "amqps" => {
+                return Err(bad(
+                    "RABBIT_URL: amqps (TLS) is not supported by this build; use amqp".to_owned(),
+                ));
+            }
+            other => {
+                return Err(bad(format!(
+                    "RABBIT_URL: scheme must be amqp, not {other:?}"
+                )));
+            }
+        }
+        let mut config = Self::default();
+        let host = parsed
+            .host_str()
+            .ok_or_else(|| bad("RABBIT_URL has no host".to_owned()))?;
+        // IPv6 literals come bracketed; the socket address wants them bare.
+        config.host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        config.port = parsed.port().unwrap_or(5672);
+        let decode = |s: &str, what: &str| {
+            percent_encoding::percent_decode_str(s)
+                .decode_utf8()
+                .map(|c| c.into_owned())
+                .map_err(|_| bad(format!("RABBIT_URL: the {what} is not valid UTF-8")))
+        };
+        if !parsed.username().is_empty() {
+            config.user = decode(parsed.username(), "user")?;
+        }
+        if let Some(p) = parsed.password() {
+            config.password = decode(p, "password")?;
+        }
+        let path = parsed.path().strip_prefix('/').unwrap_or(parsed.path());
+        if !path.is_empty() {
+            config.vhost = decode(path, "vhost")?;
+        }
+        for (key, value) in parsed.query_pairs() {
+            match key.as_ref() {
+                "heartbeat" => {
+                    let secs: u64 = value.parse().map_err(|_| {
+                        bad(format!(
+                            "RABBIT_URL: heartbeat={value} is not a number of seconds"
+                        ))
+                    })?;
+                    config.heartbeat = Duration::from_secs(secs);
+                }
+                other => {
+                    return Err(bad(format!(
+                        "RABBIT_URL: unknown parameter {other:?} (supported: heartbeat)"
+                    )));
+                }
+            }
+        }
+        Ok(config)
+    }
+
+    /// Every problem with this configuration (empty when it can work).
+    #[must_use]
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        let mut check = |ok: bool, problem: &str| {
+            if !ok {
+                problems.push(problem.to_owned());
+            }
+        };
+        check(!self.host.is_empty(), "RABBIT_HOST must not be empty");
+        check(self.port != 0, "RABBIT_PORT must be 1 to 65535");
+        check(!self.user.is_empty(), "RABBIT_USER must not be empty");
+        check(
+            !self.vhost.is_empty() && self.vhost.len() <= 255,
+            "RABBIT_VHOST must be 1 to 255 bytes",
+        );
+        check(
+            is_amqp_name(&self.exchange) && !self.exchange.starts_with("amq."),
+            "the exchange name must be 1 to 200 characters of A-Z a-z 0-9 _ . : - and not start with amq.",
+        );
+        if let Some(id) = &self.worker_id {
+            check(
+                is_amqp_name(id),
+                "the worker id must be 1 to 200 characters of A-Z a-z 0-9 _ . : -",
+            );
+        }
+        check(
+            self.queue_expiry >= Duration::from_secs(1)
+                && self.queue_expiry <= Duration::from_secs(30 * 24 * 3600),
+            "the queue expiry must be between 1 second and 30 days",
+        );
+        check(
+            self.max_queue_length != Some(0),
+            "the maximum queue length must be at least 1 (or unlimited)",
+        );
+        check(self.prefetch >= 1, "the prefetch must be at least 1");
+        check(
+            self.heartbeat.as_secs() <= u64::from(u16::MAX),
+            "the heartbeat must be at most 65535 seconds",
+        );
+        check(
+            !self.connect_timeout.is_zero(),
+            "the connect timeout must be positive",
+        );
+        check(
+            !self.publish_timeout.is_zero(),
+            "the publish timeout must be positive",
+        );
+        problems
+    }
+
+    /// The name of the durable queue a subscription of this worker to `topics` uses, or `None`
+    /// without a [`worker_id`](Self::worker_id).
+    ///
+    /// The name is `nebula.worker.<worker id>.<digest>`, where the digest covers the topic set,
+    /// the exchange and the queue arguments: a worker that keeps its configuration gets its queue (and the
+    /// messages waiting in it) back after a disconnect; one whose selection changed gets a
+    /// fresh queue with exactly the new bindings, and the old queue expires unused.
+    #[must_use]
+    pub fn queue_name(&self, topics: &[Topic]) -> Option<String> {
+        let id = self.worker_id.as_deref()?;
+        let mut keys: Vec<String> = topics.iter().map(wire::binding_key).collect();
+        keys.sort();
+        keys.dedup();
+        let mut hash = Sha256::new();
+        for key in &keys {
+            hash.update(key.as_bytes());
+            hash.update([0]);
+        }
+        hash.update(format!(
+            "exchange={};expires={};max={:?}",
+            self.exchange,
+            self.queue_expiry.as_millis(),
+            self.max_queue_length
+        ));
+        let digest = hash.finalize();
+        let short: String = digest[..4].iter().map(|b| format!("{b:02x}")).collect();
+        Some(format!("nebula.worker.{id}.{short}"))
+    }
+}
+
+/// 1 to 200 characters that are safe in exchange and queue names and in logs.
+fn is_amqp_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= MAX_WORKER_ID_LEN
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | ':' | '-'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nebula_core::model::AppName;
+
+    #[test]
+    fn debug_hides_the_password() {
+        let config = RabbitConfig {
+            password: "s3cret-pw".to_owned(),
+            ..RabbitConfig::default()
+        };
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("s3cret-pw"), "{shown}");
+        assert!(shown.contains("<redacted>"));
+    }
+
+    #[test]
+    fn urls_parse_with_ip_hosts_and_encoded_parts() {
+        let c =
+            RabbitConfig::from_url("amqp://nebula:p%40ss@10.1.2.3:5673/prod?heartbeat=7").unwrap();
+        assert_eq!(
+            (
+                c.host.as_str(),
+                c.port,
+                c.user.as_str(),
+                c.password.as_str()
+            ),
+            ("10.1.2.3", 5673, "nebula", "p@ss")
+        );
+        assert_eq!((c.vhost.as_str(), c.heartbeat.as_secs()), ("prod", 7));
+
+        let c = RabbitConfig::from_url("amqp://rabbit.example").unwrap();
+        assert_eq!(
+            (c.host.as_str(), c.port, c.user.as_str(), c.vhost.as_str()),
+            ("rabbit.example", 5672, "guest", "/")
+        );
+        assert_eq!(RabbitConfig::from_url("amqp://h/%2f").unwrap().vhost, "/");
+        assert_eq!(RabbitConfig::from_url("amqp://h/").unwrap().vhost, "/");
+        assert_eq!(
+            RabbitConfig::from_url("amqp://[::1]:1").unwrap().host,
+            "::1"
+        );
+    }
+
+    #[test]
+    fn bad_urls_are_refused_without_echoing_the_password() {
+        for url in [
+            "amqps://u:topsecret@h",
+            "http://u:topsecret@h",
+            "amqp://u:topsecret@h?frame_max=1",
+            "amqp://u:topsecret@h?heartbeat=x",
+            "not a url topsecret",
+        ] {
+            let err = RabbitConfig::from_url(url).unwrap_err();
+            assert!(!err.to_string().contains("topsecret"), "{url}: {err}");
+        }
+    }
+
+    #[test]
+    fn problems_are_all_listed() {
+        let config = RabbitConfig {
+            host: String::new(),
+            port: 0,
+            exchange: "amq.topic".to_owned(),
+            worker_id: Some("has space".to_owned()),
+            queue_expiry: Duration::ZERO,
+            prefetch: 0,
+            ..RabbitConfig::default()
+        };
+        assert_eq!(config.problems().len(), 6, "{:?}", config.problems());
+        assert!(RabbitConfig::default().problems().is_empty());
+    }
+
+    #[test]
+    fn queue_names_are_stable_per_worker_and_topic_set() {
+        let app = |n: &str| Topic::App(AppName::parse(n).unwrap());
+        let config = RabbitConfig {
+            worker_id: Some("host-1".to_owned()),
+            ..RabbitConfig::default()
+        };
+        let q = config.queue_name(&[app("a"), app("b")]).unwrap();
+        assert!(q.starts_with("nebula.worker.host-1."), "{q}");
+        assert_eq!(Some(&q), config.queue_name(&[app("b"), app("a")]).as_ref());
+        assert_ne!(Some(&q), config.queue_name(&[app("a")]).as_ref());
+        assert_ne!(Some(&q), config.queue_name(&[Topic::AllApps]).as_ref());
+        let longer = RabbitConfig {
+            queue_expiry: Duration::from_secs(60),
+            ..config.clone()
+        };
+        assert_ne!(Some(q), longer.queue_name(&[app("a"), app("b")]));
+        assert_eq!(RabbitConfig::default().queue_name(&[app("a")]), None);
+    }
+}

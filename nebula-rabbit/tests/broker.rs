@@ -1,0 +1,449 @@
+//! `RabbitBus` against a real RabbitMQ on 127.0.0.1:5672 (guest/guest), as `.ci/rabbitmq.sh`
+//! starts it.
+//!
+//! Without a broker every test that needs one prints `SKIPPED: ...` and returns; with
+//! `NEBULA_REQUIRE_BROKER=1` it fails instead. Each test publishes to an exchange of its own
+//! (`nebula-it-<random>.apps`, deleted at the end) so concurrent tests never hear each other.
+
+use std::time::Duration;
+
+use lapin::options::{
+    BasicPublishOptions, ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions,
+};
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::uri::{AMQPAuthority, AMQPUri};
+use lapin::{BasicProperties, Connection, ConnectionProperties};
+use nebula_core::bus::{Bus, BusError, BusMessage, Subscription, Topic};
+use nebula_core::model::{App, AppName, AppSpec, RestartMode};
+use nebula_rabbit::{RabbitBus, RabbitConfig, wire};
+
+const BROKER: &str = "127.0.0.1:5672";
+const WITHIN: Duration = Duration::from_secs(10);
+
+/// Whether a broker answers; prints `SKIPPED` (or fails when one is required) when not.
+async fn broker_up() -> bool {
+    let up = matches!(
+        tokio::time::timeout(
+            Duration::from_secs(2),
+            tokio::net::TcpStream::connect(BROKER)
+        )
+        .await,
+        Ok(Ok(_))
+    );
+    if !up {
+        assert!(
+            std::env::var("NEBULA_REQUIRE_BROKER").as_deref() != Ok("1"),
+            "NEBULA_REQUIRE_BROKER=1 but no RabbitMQ answers on {BROKER}"
+        );
+        println!("SKIPPED: no RabbitMQ on {BROKER}; run .ci/rabbitmq.sh");
+    }
+    up
+}
+
+fn unique_prefix() -> String {
+    format!("nebula-it-{:08x}", rand::random::<u32>())
+}
+
+/// The defaults, on an exchange of this test's own, with short-lived worker queues.
+fn config(prefix: &str, worker_id: Option<&str>) -> RabbitConfig {
+    RabbitConfig {
+        exchange: format!("{prefix}.apps"),
+        worker_id: worker_id.map(str::to_owned),
+        queue_expiry: Duration::from_secs(60),
+        ..RabbitConfig::default()
+    }
+}
+
+fn bus(config: &RabbitConfig) -> RabbitBus {
+    RabbitBus::new(config.clone()).unwrap()
+}
+
+fn name(n: &str) -> AppName {
+    AppName::parse(n).unwrap()
+}
+
+fn changed(app: &str, app_id: u64) -> BusMessage {
+    BusMessage::AppChanged {
+        app: App {
+            app_name: name(app),
+            app_id,
+            incarnation: 1,
+            restart_generation: 0,
+            restart_mode: RestartMode::AsConfigured,
+            prune_generation: 0,
+            spec: AppSpec::with_image("busybox"),
+        },
+    }
+}
+
+/// A plain lapin connection for setting up what the bus would never do itself.
+async fn raw() -> Connection {
+    let uri = AMQPUri {
+        authority: AMQPAuthority {
+            host: "127.0.0.1".to_owned(),
+            ..AMQPAuthority::default()
+        },
+        ..AMQPUri::default()
+    };
+    Connection::connect_uri(uri, ConnectionProperties::default())
+        .await
+        .unwrap()
+}
+
+async fn raw_publish(conn: &Connection, exchange: &str, key: &str, body: &[u8]) {
+    let channel = conn.create_channel().await.unwrap();
+    channel
+        .basic_publish(
+            ShortString::from(exchange),
+            ShortString::from(key),
+            BasicPublishOptions::default(),
+            body,
+            BasicProperties::default(),
+        )
+        .await
+        .unwrap();
+    channel.close(200, ShortString::from("done")).await.unwrap();
+}
+
+/// Messages waiting (ready, not unacked) in `queue`.
+async fn ready_in(conn: &Connection, queue: &str) -> u32 {
+    let channel = conn.create_channel().await.unwrap();
+    let q = channel
+        .queue_declare(
+            ShortString::from(queue),
+            QueueDeclareOptions {
+                passive: true,
+                ..QueueDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    q.message_count()
+}
+
+async fn delete_exchange(exchange: &str) {
+    let conn = raw().await;
+    let channel = conn.create_channel().await.unwrap();
+    let _ = channel
+        .exchange_delete(
+            ShortString::from(exchange),
+            ExchangeDeleteOptions::default(),
+        )
+        .await;
+}
+
+async fn next(sub: &mut Subscription) -> nebula_core::bus::Delivery {
+    tokio::time::timeout(WITHIN, sub.next())
+        .await
+        .expect("a delivery in time")
+        .expect("the subscription is open")
+}
+
+async fn nothing_more(sub: &mut Subscription) {
+    let extra = tokio::time::timeout(Duration::from_millis(500), sub.next()).await;
+    assert!(extra.is_err(), "no further delivery: {extra:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bus_contract_with_private_queues() {
+    if !broker_up().await {
+        return;
+    }
+    let prefix = unique_prefix();
+    let config = config(&prefix, None);
+    nebula_core::testing::contract::bus(&bus(&config), &prefix).await;
+    delete_exchange(&config.exchange).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bus_contract_with_worker_queues() {
+    if !broker_up().await {
+        return;
+    }
+    let prefix = unique_prefix();
+    let config = config(&prefix, Some(&prefix));
+    nebula_core::testing::contract::bus(&bus(&config), &prefix).await;
+    delete_exchange(&config.exchange).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_queue_survives_a_short_disconnect() {
+    if !broker_up().await {
+        return;
+    }
+    let prefix = unique_prefix();
+    let worker = config(&prefix, Some(&format!("{prefix}-w")));
+    let app = format!("{prefix}-a");
+    let topics = [Topic::App(name(&app))];
+
+    let first = bus(&worker);
+    let mut sub = first.subscribe(&topics).await.unwrap();
+    first.close().await;
+    let end = tokio::time::timeout(WITHIN, sub.next()).await;
+    assert!(
+        matches!(end, Ok(None)),
+        "a subscription whose connection closed ends: {end:?}"
+    );
+
+    // Published while no worker listens: the queue keeps it.
+    let publisher = bus(&config(&prefix, None));
+    publisher.publish(&changed(&app, 1)).await.unwrap();
+    publisher.publish(&changed(&app, 2)).await.unwrap();
+
+    let second = bus(&worker);
+    let mut sub = second.subscribe(&topics).await.unwrap();
+    for app_id in [1, 2] {
+        let d = next(&mut sub).await;
+        assert_eq!(d.message, changed(&app, app_id), "in publish order");
+        d.ack().await.unwrap();
+    }
+    nothing_more(&mut sub).await;
+
+    // The closed bus connects again by itself.
+    let mut again = first.subscribe(&[Topic::AllApps]).await.unwrap();
+    publisher.publish(&changed(&app, 3)).await.unwrap();
+    assert_eq!(next(&mut again).await.message, changed(&app, 3));
+    delete_exchange(&worker.exchange).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unacked_messages_come_again_after_the_subscriber_drops() {
+    if !broker_up().await {
+        return;
+    }
+    let prefix = unique_prefix();
+    let worker = config(&prefix, Some(&format!("{prefix}-w")));
+    let app = format!("{prefix}-a");
+    let topics = [Topic::App(name(&app))];
+    let bus = bus(&worker);
+
+    let mut sub = bus.subscribe(&topics).await.unwrap();
+    bus.publish(&changed(&app, 1)).await.unwrap();
+    let unacked = next(&mut sub).await;
+    assert_eq!(unacked.message, changed(&app, 1));
+    drop(unacked);
+    drop(sub);
+
+    // Resubscribing at once also shows the exclusive consumer of the old subscription is
+    // waited for, not reported as a second worker.
+    let mut sub = bus.subscribe(&topics).await.unwrap();
+    let again = next(&mut sub).await;
+    assert_eq!(again.message, changed(&app, 1), "redelivered");
+    again.ack().await.unwrap();
+    bus.publish(&changed(&app, 2)).await.unwrap();
+    let d = next(&mut sub).await;
+    assert_eq!(
+        d.message,
+        changed(&app, 2),
+        "an acked message does not come back"
+    );
+    d.ack().await.unwrap();
+    nothing_more(&mut sub).await;
+    delete_exchange(&worker.exchange).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_workers_with_one_id_are_refused() {
+    if !broker_up().await {
+        return;
+    }
+    let prefix = unique_prefix();
+    let worker = config(&prefix, Some(&format!("{prefix}-w")));
+    let topics = [Topic::AllApps];
+    let _first = bus(&worker).subscribe(&topics).await.unwrap();
+    let err = bus(&worker).subscribe(&topics).await.unwrap_err();
+    let BusError::Unavailable(text) = &err else {
+        panic!("{err:?}")
+    };
+    assert!(text.contains("used by two workers"), "{text}");
+    delete_exchange(&worker.exchange).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publish_waits_for_the_brokers_confirm() {
+    if !broker_up().await {
+        return;
+    }
+    let prefix = unique_prefix();
+    let config = config(&prefix, None);
+    let app = format!("{prefix}-a");
+    let bus = bus(&config);
+    bus.connect().await.unwrap();
+
+    // A queue that holds one message and makes the broker nack the next: only a publisher
+    // that waits for confirms (and checks them) can tell.
+    let conn = raw().await;
+    let channel = conn.create_channel().await.unwrap();
+    let mut args = FieldTable::default();
+    args.insert(ShortString::from("x-max-length"), AMQPValue::LongLongInt(1));
+    args.insert(
+        ShortString::from("x-overflow"),
+        AMQPValue::LongString(LongString::from("reject-publish")),
+    );
+    let queue = format!("{prefix}-full");
+    channel
+        .queue_declare(
+            ShortString::from(queue.as_str()),
+            QueueDeclareOptions {
+                exclusive: true,
+                ..QueueDeclareOptions::default()
+            },
+            args,
+        )
+        .await
+        .unwrap();
+    channel
+        .queue_bind(
+            ShortString::from(queue.as_str()),
+            ShortString::from(config.exchange.as_str()),
+            ShortString::from(wire::routing_key(&name(&app)).as_str()),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+
+    bus.publish(&changed(&app, 1)).await.unwrap();
+    assert_eq!(ready_in(&conn, &queue).await, 1, "confirmed means enqueued");
+    let err = bus.publish(&changed(&app, 2)).await.unwrap_err();
+    let BusError::Unavailable(text) = &err else {
+        panic!("{err:?}")
+    };
+    assert!(text.contains("nack"), "{text}");
+    // The channel stays usable after a nack.
+    bus.publish(&changed(&format!("{prefix}-other"), 1))
+        .await
+        .unwrap();
+    delete_exchange(&config.exchange).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_and_foreign_messages_are_acked_and_skipped() {
+    if !broker_up().await {
+        return;
+    }
+    let prefix = unique_prefix();
+    let worker = config(&prefix, Some(&format!("{prefix}-w")));
+    let app = format!("{prefix}-a");
+    let topics = [Topic::App(name(&app))];
+    let key = wire::routing_key(&name(&app));
+    let bus = bus(&worker);
+    let mut sub = bus.subscribe(&topics).await.unwrap();
+
+    let conn = raw().await;
+    let ex = worker.exchange.as_str();
+    raw_publish(&conn, ex, &key, b"\x00 not json").await;
+    raw_publish(&conn, ex, &key, br#"{"v":2,"kind":"app_deleted"}"#).await;
+    raw_publish(&conn, ex, &key, br#"{"v":1,"kind":"unknown"}"#).await;
+    // Valid, but about an app this worker did not select.
+    raw_publish(
+        &conn,
+        ex,
+        &key,
+        &wire::encode(&changed(&format!("{prefix}-b"), 1)).unwrap(),
+    )
+    .await;
+    bus.publish(&changed(&app, 1)).await.unwrap();
+
+    let d = next(&mut sub).await;
+    assert_eq!(d.message, changed(&app, 1), "the bad ones were skipped");
+    d.ack().await.unwrap();
+    nothing_more(&mut sub).await;
+
+    // Skipped means acked: nothing comes back once the subscription's channel is gone.
+    bus.close().await;
+    assert!(
+        tokio::time::timeout(WITHIN, sub.next())
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let queue = worker.queue_name(&topics).unwrap();
+    assert_eq!(ready_in(&conn, &queue).await, 0, "nothing left in {queue}");
+    delete_exchange(ex).await;
+}
+
+/// The broker closing the connection (as on a broker restart or a network cut) ends the
+/// subscription; the same bus then publishes and subscribes on a new connection. Needs
+/// `rabbitmqctl` on this machine (skipped otherwise).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_closed_by_the_broker_ends_the_subscription() {
+    if !broker_up().await {
+        return;
+    }
+    let ctl = |args: &[&str]| {
+        std::process::Command::new("rabbitmqctl")
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+    };
+    if ctl(&["-q", "status"]).is_none() {
+        println!("SKIPPED: rabbitmqctl cannot reach the local broker");
+        return;
+    }
+    let prefix = unique_prefix();
+    let id = format!("{prefix}-w");
+    let worker = config(&prefix, Some(&id));
+    let app = format!("{prefix}-a");
+    let topics = [Topic::App(name(&app))];
+    let bus = bus(&worker);
+    let mut sub = bus.subscribe(&topics).await.unwrap();
+
+    let listing = ctl(&["-q", "list_connections", "pid", "client_properties"]).unwrap();
+    let pid = listing
+        .lines()
+        .find(|l| l.contains(&format!("nebula/{id}")))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap_or_else(|| panic!("our connection in:\n{listing}"))
+        .to_owned();
+    ctl(&["close_connection", &pid, "nebula test"]).expect("closed");
+    let end = tokio::time::timeout(WITHIN, sub.next()).await;
+    assert!(matches!(end, Ok(None)), "the subscription ends: {end:?}");
+
+    bus.publish(&changed(&app, 1)).await.unwrap();
+    let mut sub = bus.subscribe(&topics).await.unwrap();
+    let d = next(&mut sub).await;
+    assert_eq!(d.message, changed(&app, 1));
+    d.ack().await.unwrap();
+    delete_exchange(&worker.exchange).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_credentials_are_reported_without_the_password() {
+    if !broker_up().await {
+        return;
+    }
+    let bus = bus(&RabbitConfig {
+        user: "nebula-nobody".to_owned(),
+        password: "hunter2-secret".to_owned(),
+        ..config(&unique_prefix(), None)
+    });
+    let err = bus.publish(&changed("x", 1)).await.unwrap_err();
+    let text = err.to_string();
+    assert!(!text.contains("hunter2"), "{text}");
+    assert!(text.contains("nebula-nobody@127.0.0.1:5672"), "{text}");
+}
+
+/// Needs no broker: nothing listens on port 1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_broker_calls_fail_fast_with_the_reason() {
+    let bus = bus(&RabbitConfig {
+        port: 1,
+        password: "hunter2-secret".to_owned(),
+        ..RabbitConfig::default()
+    });
+    let started = std::time::Instant::now();
+    let first = bus.publish(&changed("x", 1)).await.unwrap_err().to_string();
+    assert!(first.contains("127.0.0.1:1"), "{first}");
+    let second = bus
+        .subscribe(&[Topic::AllApps])
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(second.contains("next connection attempt"), "{second}");
+    assert!(started.elapsed() < Duration::from_secs(3));
+    assert!(!format!("{first}{second}{bus:?}").contains("hunter2"));
+}
