@@ -180,7 +180,7 @@ pub(crate) fn patch(body: &Map<String, Value>) -> Result<AppPatch, ApiError> {
     }
 }
 
-fn nullable<T>(
+pub(crate) fn nullable<T>(
     v: &Value,
     parse: impl Fn(&Value) -> Result<T, String>,
 ) -> Result<Option<T>, String> {
@@ -191,7 +191,7 @@ fn nullable<T>(
     }
 }
 
-fn string(v: &Value) -> Result<String, String> {
+pub(crate) fn string(v: &Value) -> Result<String, String> {
     match v {
         Value::String(s) if s.len() <= validate::MAX_STRING_LEN => Ok(s.clone()),
         Value::String(_) => Err(format!(
@@ -202,11 +202,11 @@ fn string(v: &Value) -> Result<String, String> {
     }
 }
 
-fn boolean(v: &Value) -> Result<bool, String> {
+pub(crate) fn boolean(v: &Value) -> Result<bool, String> {
     v.as_bool().ok_or_else(|| "must be true or false".into())
 }
 
-fn strings(v: &Value) -> Result<Vec<String>, String> {
+pub(crate) fn strings(v: &Value) -> Result<Vec<String>, String> {
     let items = v.as_array().ok_or("must be a list of strings")?;
     if items.len() > validate::MAX_LIST_LEN {
         return Err(format!(
@@ -249,7 +249,7 @@ fn containers_per(v: &Value) -> Result<ContainersPer, String> {
     ContainersPer::from_key(key, n).map_err(|rule| format!("{key}: {rule}"))
 }
 
-fn env_vars(v: &Value) -> Result<BTreeMap<String, String>, String> {
+pub(crate) fn env_vars(v: &Value) -> Result<BTreeMap<String, String>, String> {
     const RULE: &str = "must be an object of names to string, number or boolean values";
     match v {
         // The original's POST /update defaulted env_vars to [].

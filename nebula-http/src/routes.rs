@@ -20,6 +20,7 @@ use crate::auth::AuthConfig;
 use crate::dto::{self, Mode};
 use crate::error::{ApiError, Dialect};
 
+mod cron_jobs;
 mod device_groups;
 
 pub use device_groups::InfoCacheConfig;
@@ -80,6 +81,7 @@ pub fn router_with(state: ApiState, options: RouterOptions) -> Router {
             "/apps/{app}/update",
             post(update_full).put(update_patch).patch(update_patch),
         )
+        .merge(cron_jobs::routes())
         .merge(device_groups::routes())
         .layer(Extension(Dialect::V2));
     let api = Router::new().nest("/api/v2", v2).nest("/api", v1);

@@ -1,0 +1,396 @@
+//! Cron jobs as a client sees them: status codes and bodies of every route, success and error
+//! paths, against the in-memory store.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use base64::Engine;
+use nebula_core::manager::Manager;
+use nebula_core::testing::InMemoryStore;
+use nebula_http::auth::AuthConfig;
+use nebula_http::{ApiState, router};
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+struct Api {
+    app: axum::Router,
+}
+
+fn basic() -> String {
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode("admin:pw")
+    )
+}
+
+impl Api {
+    fn new() -> Self {
+        let auth = AuthConfig {
+            enabled: true,
+            user: Some("admin".into()),
+            password: Some("pw".into()),
+            token: Some("tok".into()),
+        };
+        let manager = Manager::new(Arc::new(InMemoryStore::new()), None);
+        Self {
+            app: router(ApiState {
+                manager,
+                auth: Arc::new(auth),
+            }),
+        }
+    }
+
+    async fn raw(
+        &self,
+        method: &str,
+        path: &str,
+        auth: Option<&str>,
+        body: Vec<u8>,
+    ) -> (StatusCode, Value) {
+        let mut req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(header::CONTENT_TYPE, "application/json");
+        if let Some(a) = auth {
+            req = req.header(header::AUTHORIZATION, a);
+        }
+        let resp = self
+            .app
+            .clone()
+            .oneshot(req.body(Body::from(body)).unwrap())
+            .await
+            .unwrap();
+        let status = resp.status();
+        let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        let value = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null)
+        };
+        (status, value)
+    }
+
+    async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+        let body = body
+            .map(|b| serde_json::to_vec(&b).unwrap())
+            .unwrap_or_default();
+        self.raw(method, path, Some(&basic()), body).await
+    }
+}
+
+const JOB: &str = "/api/v2/cron_jobs/backup";
+
+fn backup() -> Value {
+    json!({"docker_image": "127.0.0.1:5000/tools/backup", "schedule": "*/5 * * * *"})
+}
+
+fn exists(b: bool) -> Value {
+    json!({ "cron_job_exists": b })
+}
+
+#[tokio::test]
+async fn create_fills_the_defaults_and_refuses_a_second_create() {
+    let api = Api::new();
+    assert_eq!(
+        api.call("GET", "/api/v2/cron_jobs", None).await,
+        (StatusCode::OK, json!({"cron_jobs": []}))
+    );
+    let (code, doc) = api.call("POST", JOB, Some(backup())).await;
+    assert_eq!(code, StatusCode::OK);
+    let incarnation = doc["incarnation"].as_u64().unwrap();
+    assert!(incarnation > 0);
+    assert_eq!(
+        doc,
+        json!({"cron_job_name": "backup", "cron_job_id": 1, "incarnation": incarnation,
+            "schedule": "*/5 * * * *", "docker_image": "127.0.0.1:5000/tools/backup",
+            "env_vars": {}, "running": true, "networks": ["nebula", "bridge"], "volumes": [],
+            "devices": [], "privileged": false})
+    );
+    // Exists is checked before the body, as the original.
+    assert_eq!(
+        api.call("POST", JOB, Some(json!({}))).await,
+        (StatusCode::FORBIDDEN, exists(true))
+    );
+    assert_eq!(
+        api.call("GET", "/api/v2/cron_jobs", None).await,
+        (StatusCode::OK, json!({"cron_jobs": ["backup"]}))
+    );
+    assert_eq!(api.call("GET", JOB, None).await, (StatusCode::OK, doc));
+}
+
+#[tokio::test]
+async fn create_takes_every_field() {
+    let api = Api::new();
+    let body = json!({"docker_image": "busybox", "schedule": "0 3 * * MON", "env_vars": {"A": 1},
+        "running": false, "networks": ["host"], "volumes": ["/data:/data:ro"],
+        "devices": ["/dev/null"], "privileged": true, "memory_limit_mb": 64, "cpu_limit": 0.5,
+        "run_command": ["sh", "-c", "echo ran"], "entrypoint": null, "cron_job_id": 99});
+    let (code, doc) = api.call("POST", JOB, Some(body)).await;
+    assert_eq!(code, StatusCode::OK, "{doc}");
+    assert_eq!(doc["cron_job_id"], 1, "read-only fields are ignored");
+    assert_eq!(doc["env_vars"], json!({"A": "1"}));
+    assert_eq!(doc["running"], false);
+    assert_eq!(doc["networks"], json!(["host"]));
+    assert_eq!(doc["privileged"], true);
+    assert_eq!(doc["memory_limit_mb"], 64);
+    assert_eq!(doc["run_command"], json!(["sh", "-c", "echo ran"]));
+    assert!(doc.get("entrypoint").is_none());
+}
+
+#[tokio::test]
+async fn create_errors() {
+    let api = Api::new();
+    assert_eq!(
+        api.call("POST", JOB, Some(json!({}))).await,
+        (
+            StatusCode::BAD_REQUEST,
+            json!({"missing_parameters": ["docker_image", "schedule"]})
+        )
+    );
+    assert_eq!(
+        api.call(
+            "POST",
+            JOB,
+            Some(json!({"docker_image": "x", "schedule": null}))
+        )
+        .await,
+        (
+            StatusCode::BAD_REQUEST,
+            json!({"missing_parameters": ["schedule"]})
+        )
+    );
+    assert_eq!(
+        api.call("POST", JOB, None).await,
+        (
+            StatusCode::BAD_REQUEST,
+            json!({"missing_parameters": ["docker_image", "schedule"]})
+        )
+    );
+    for schedule in [
+        json!("61 * * * *"),
+        json!("* * * *"),
+        json!("* * * * * *"),
+        json!("0 0 30 2 *"),
+        json!("every minute"),
+        json!(5),
+    ] {
+        let (code, body) = api
+            .call(
+                "POST",
+                JOB,
+                Some(json!({"docker_image": "x", "schedule": schedule})),
+            )
+            .await;
+        assert_eq!(code, StatusCode::BAD_REQUEST, "{schedule}");
+        assert_eq!(body["schedule_valid"], false, "{schedule}: {body}");
+        assert_eq!(body["errors"][0]["field"], "schedule");
+    }
+    // Other fields are named; nothing was stored by any of these.
+    let (code, body) = api
+        .call(
+            "POST",
+            JOB,
+            Some(json!({"docker_image": "x", "schedule": "* * * * *", "networks": []})),
+        )
+        .await;
+    assert_eq!(code, StatusCode::BAD_REQUEST);
+    assert!(body.get("schedule_valid").is_none());
+    assert_eq!(body["errors"][0]["field"], "networks");
+    let (code, body) = api
+        .call(
+            "POST",
+            JOB,
+            Some(
+                json!({"docker_image": "x", "schedule": "* * * * *", "bogus": 1, "running": "no"}),
+            ),
+        )
+        .await;
+    assert_eq!(code, StatusCode::BAD_REQUEST);
+    assert_eq!(body["errors"][0]["field"], "bogus");
+    let (code, body) = api
+        .call(
+            "POST",
+            JOB,
+            Some(json!({"docker_image": "x", "schedule": "* * * * *", "running": "no"})),
+        )
+        .await;
+    assert_eq!(code, StatusCode::BAD_REQUEST);
+    assert_eq!(body["errors"][0]["field"], "running");
+    let (code, _) = api.raw("POST", JOB, Some(&basic()), b"[1]".to_vec()).await;
+    assert_eq!(code, StatusCode::BAD_REQUEST);
+    let (code, body) = api
+        .call("POST", "/api/v2/cron_jobs/bad%20name", Some(backup()))
+        .await;
+    assert_eq!(code, StatusCode::BAD_REQUEST);
+    assert_eq!(body["errors"][0]["field"], "cron_job_name");
+    assert_eq!(
+        api.call("GET", JOB, None).await,
+        (StatusCode::FORBIDDEN, exists(false))
+    );
+}
+
+#[tokio::test]
+async fn partial_updates_change_only_the_fields_given() {
+    let api = Api::new();
+    let (_, created) = api.call("POST", JOB, Some(backup())).await;
+    let (code, doc) = api
+        .call(
+            "PUT",
+            &format!("{JOB}/update"),
+            Some(json!({"schedule": "0 * * * *"})),
+        )
+        .await;
+    assert_eq!(code, StatusCode::ACCEPTED);
+    assert_eq!(doc["cron_job_id"], 2);
+    assert_eq!(doc["schedule"], "0 * * * *");
+    assert_eq!(doc["docker_image"], created["docker_image"]);
+    assert_eq!(doc["incarnation"], created["incarnation"]);
+    let (code, doc) = api
+        .call(
+            "PATCH",
+            &format!("{JOB}/update"),
+            Some(json!({"running": false, "env_vars": {"K": "v"}})),
+        )
+        .await;
+    assert_eq!(code, StatusCode::ACCEPTED);
+    assert_eq!(doc["cron_job_id"], 3);
+    assert_eq!(doc["running"], false);
+    assert_eq!(doc["schedule"], "0 * * * *");
+    assert_eq!(api.call("GET", JOB, None).await, (StatusCode::OK, doc));
+}
+
+#[tokio::test]
+async fn partial_update_errors() {
+    let api = Api::new();
+    let path = format!("{JOB}/update");
+    assert_eq!(
+        api.call("PUT", &path, Some(json!({"schedule": "* * * * *"})))
+            .await,
+        (StatusCode::FORBIDDEN, exists(false))
+    );
+    api.call("POST", JOB, Some(backup())).await;
+    for empty in [json!({}), json!({"cron_job_id": 7})] {
+        assert_eq!(
+            api.call("PATCH", &path, Some(empty)).await,
+            (StatusCode::BAD_REQUEST, json!({"missing_parameters": true}))
+        );
+    }
+    assert_eq!(
+        api.call("PUT", &path, None).await,
+        (StatusCode::BAD_REQUEST, json!({"missing_parameters": true}))
+    );
+    let (code, body) = api
+        .call("PUT", &path, Some(json!({"schedule": "* * *"})))
+        .await;
+    assert_eq!(code, StatusCode::BAD_REQUEST);
+    assert_eq!(body["schedule_valid"], false);
+    let (code, body) = api
+        .call("PUT", &path, Some(json!({"docker_image": "BAD IMAGE"})))
+        .await;
+    assert_eq!(code, StatusCode::BAD_REQUEST);
+    assert_eq!(body["errors"][0]["field"], "docker_image");
+    let (_, doc) = api.call("GET", JOB, None).await;
+    assert_eq!(doc["cron_job_id"], 1, "nothing stored");
+}
+
+#[tokio::test]
+async fn full_update_resets_what_it_does_not_give() {
+    let api = Api::new();
+    let path = format!("{JOB}/update");
+    assert_eq!(
+        api.call("POST", &path, Some(backup())).await,
+        (StatusCode::FORBIDDEN, exists(false))
+    );
+    let mut body = backup();
+    body["env_vars"] = json!({"A": "1"});
+    body["networks"] = json!(["bridge"]);
+    api.call("POST", JOB, Some(body)).await;
+    let (code, doc) = api
+        .call(
+            "POST",
+            &path,
+            Some(json!({"docker_image": "busybox", "schedule": "@hourly"})),
+        )
+        .await;
+    assert_eq!(code, StatusCode::ACCEPTED);
+    assert_eq!(doc["cron_job_id"], 2);
+    assert_eq!(doc["docker_image"], "busybox");
+    assert_eq!(doc["schedule"], "@hourly");
+    assert_eq!(doc["env_vars"], json!({}));
+    assert_eq!(doc["networks"], json!(["nebula", "bridge"]));
+    assert_eq!(
+        api.call("POST", &path, Some(json!({"docker_image": "busybox"})))
+            .await,
+        (
+            StatusCode::BAD_REQUEST,
+            json!({"missing_parameters": ["schedule"]})
+        )
+    );
+    let (code, body) = api
+        .call(
+            "POST",
+            &path,
+            Some(json!({"docker_image": "busybox", "schedule": "0 0 31 4 *"})),
+        )
+        .await;
+    assert_eq!(code, StatusCode::BAD_REQUEST);
+    assert_eq!(body["schedule_valid"], false);
+    let (_, doc) = api.call("GET", JOB, None).await;
+    assert_eq!(doc["cron_job_id"], 2);
+}
+
+#[tokio::test]
+async fn delete_then_recreate_gets_a_new_incarnation() {
+    let api = Api::new();
+    assert_eq!(
+        api.call("DELETE", JOB, None).await,
+        (StatusCode::FORBIDDEN, exists(false))
+    );
+    let (_, first) = api.call("POST", JOB, Some(backup())).await;
+    assert_eq!(
+        api.call("DELETE", JOB, None).await,
+        (StatusCode::OK, json!({}))
+    );
+    assert_eq!(
+        api.call("GET", JOB, None).await,
+        (StatusCode::FORBIDDEN, exists(false))
+    );
+    assert_eq!(
+        api.call("GET", "/api/v2/cron_jobs", None).await,
+        (StatusCode::OK, json!({"cron_jobs": []}))
+    );
+    let (code, second) = api.call("POST", JOB, Some(backup())).await;
+    assert_eq!(code, StatusCode::OK);
+    assert_eq!(second["cron_job_id"], 1);
+    assert!(second["incarnation"].as_u64() > first["incarnation"].as_u64());
+}
+
+#[tokio::test]
+async fn every_route_needs_credentials() {
+    let api = Api::new();
+    api.call("POST", JOB, Some(backup())).await;
+    let update = format!("{JOB}/update");
+    for (method, path) in [
+        ("GET", "/api/v2/cron_jobs"),
+        ("GET", JOB),
+        ("POST", JOB),
+        ("DELETE", JOB),
+        ("POST", update.as_str()),
+        ("PUT", update.as_str()),
+        ("PATCH", update.as_str()),
+    ] {
+        let body = serde_json::to_vec(&backup()).unwrap();
+        let (code, _) = api.raw(method, path, None, body.clone()).await;
+        assert_eq!(code, StatusCode::UNAUTHORIZED, "{method} {path}");
+        let (code, _) = api.raw(method, path, Some("Bearer nope"), body).await;
+        assert_eq!(code, StatusCode::UNAUTHORIZED, "{method} {path}");
+    }
+    let (code, _) = api.raw("GET", JOB, Some("Bearer tok"), Vec::new()).await;
+    assert_eq!(code, StatusCode::OK);
+    // v1 has no cron jobs.
+    let (code, _) = api.call("GET", "/api/cron_jobs", None).await;
+    assert_eq!(code, StatusCode::NOT_FOUND);
+}
