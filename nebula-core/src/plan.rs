@@ -215,9 +215,11 @@ pub fn plan_app(
                         }
                         Health::None | Health::Healthy => {
                             let age = now.saturating_sub(c.created_at);
-                            if app.rolls() && age < min_healthy {
+                            // Creation times are whole seconds: only an age above the gate
+                            // proves the container has lived `min_healthy` seconds.
+                            if app.rolls() && min_healthy > 0 && age <= min_healthy {
                                 unavailable += 1;
-                                let left = min_healthy - age;
+                                let left = min_healthy + 1 - age;
                                 wait_secs = Some(wait_secs.map_or(left, |w| w.min(left)));
                             }
                         }
@@ -282,7 +284,7 @@ pub fn plan_app(
     }
     if held_back > 0 {
         // The next wave starts when this one is healthy; a new container needs the full gate.
-        plan.requeue_after_secs = Some(wait_secs.unwrap_or(min_healthy).max(1));
+        plan.requeue_after_secs = Some(wait_secs.unwrap_or(min_healthy + 1).max(1));
     }
     // Only the first wave of a change pulls for sure; later waves run what it pulled.
     plan.pull = if spec_changed && !any_current {

@@ -472,3 +472,19 @@ fn labels_identify_the_app() {
         assert_eq!(spec.labels[k], v);
     }
 }
+
+#[test]
+fn the_health_gate_counts_whole_seconds_conservatively() {
+    // Created at second 10 means anywhere in [10, 11): at second 11 it may have lived only a
+    // moment, so a 1 s gate holds until second 12.
+    let old = app(2, true, 1, 1);
+    let mut new = old.clone();
+    new.restart_generation = 1;
+    let mut world = World::with_app(&old, 0);
+    let first = world.plan(&new, 10);
+    world.apply(&first, 10);
+    let at_11 = world.plan(&new, 11);
+    assert!(at_11.actions.is_empty(), "{at_11:?}");
+    assert_eq!(at_11.requeue_after_secs, Some(1));
+    assert_eq!(world.plan(&new, 12).actions.len(), 1);
+}
