@@ -20,6 +20,7 @@ pub mod plan;
 pub mod runtime;
 pub mod schedule;
 pub mod store;
+pub mod users;
 pub mod validate;
 pub mod worker;
 
