@@ -4,6 +4,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use nebula_core::manager::ManagerError;
 use nebula_core::store::StoreError;
+use nebula_core::users::UsersError;
 use nebula_core::validate::FieldError;
 use serde_json::{Map, Value, json};
 
@@ -40,6 +41,16 @@ pub enum ApiError {
     NotRunning,
     /// No or bad credentials (401).
     Unauthorized,
+    /// The caller may not do this (403 `access_allowed: false`).
+    AccessDenied,
+    /// An object exists, or does not, against the request (403 `{"<key>": <exists>}`, e.g.
+    /// `user_exists`, `user_group_exists`).
+    Exists {
+        /// The reply's key.
+        key: &'static str,
+        /// Whether the object exists.
+        exists: bool,
+    },
     /// The body is too large (413).
     TooLarge,
     /// Concurrent writers kept winning (409).
@@ -61,6 +72,22 @@ impl From<ManagerError> for ApiError {
             ManagerError::Invalid(errors) => Self::Invalid(errors),
             ManagerError::Contended => Self::Contended,
             ManagerError::Store(StoreError::Unavailable(_)) => Self::Unavailable,
+            other => Self::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<UsersError> for ApiError {
+    fn from(e: UsersError) -> Self {
+        let exists = |key, exists| Self::Exists { key, exists };
+        match e {
+            UsersError::UserExists => exists("user_exists", true),
+            UsersError::UserNotFound => exists("user_exists", false),
+            UsersError::UserGroupExists => exists("user_group_exists", true),
+            UsersError::UserGroupNotFound => exists("user_group_exists", false),
+            UsersError::Invalid(errors) => Self::Invalid(errors),
+            UsersError::Contended => Self::Contended,
+            UsersError::Store(StoreError::Unavailable(_)) => Self::Unavailable,
             other => Self::Internal(other.to_string()),
         }
     }
@@ -104,6 +131,13 @@ impl ApiError {
                 StatusCode::FORBIDDEN,
                 json!({ "running_before_restart": dialect.flag(false) }),
             ),
+            Self::AccessDenied => (
+                StatusCode::FORBIDDEN,
+                json!({ "access_allowed": dialect.flag(false) }),
+            ),
+            Self::Exists { key, exists } => {
+                (StatusCode::FORBIDDEN, json!({ key: dialect.flag(exists) }))
+            }
             Self::Unauthorized => {
                 let mut r = (
                     StatusCode::UNAUTHORIZED,

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use axum::extract::{FromRequest, Path, Request, State};
 use axum::http::StatusCode;
-use axum::middleware::{self, Next};
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
@@ -16,12 +16,13 @@ use nebula_core::manager::Manager;
 use nebula_core::model::{App, AppName};
 use serde_json::{Value, json};
 
-use crate::auth::AuthConfig;
+use crate::auth::{AuthConfig, Authenticator, Gate};
 use crate::dto::{self, Mode};
 use crate::error::{ApiError, Dialect};
 
 mod cron_jobs;
 mod device_groups;
+mod users;
 
 pub use device_groups::InfoCacheConfig;
 
@@ -40,6 +41,8 @@ pub struct ApiState {
 pub struct RouterOptions {
     /// The per-process cache of device group `/info` replies.
     pub info_cache: InfoCacheConfig,
+    /// Checks users' credentials and hashes new ones (its bcrypt cost); one per process.
+    pub authenticator: Arc<Authenticator>,
 }
 
 /// The whole API: `/api/...` (v1) and `/api/v2/...` (v2), with the default options.
@@ -49,6 +52,7 @@ pub fn router(state: ApiState) -> Router {
 
 /// The whole API with `options`.
 pub fn router_with(state: ApiState, options: RouterOptions) -> Router {
+    let authenticator = options.authenticator;
     let v1 = Router::new()
         .route("/status", get(status))
         .route("/apps", get(list_apps))
@@ -83,10 +87,18 @@ pub fn router_with(state: ApiState, options: RouterOptions) -> Router {
         )
         .merge(cron_jobs::routes())
         .merge(device_groups::routes())
+        .merge(users::routes())
         .layer(Extension(Dialect::V2));
+    let gate = Gate {
+        state: state.clone(),
+        authenticator: authenticator.clone(),
+    };
+    // Every route is added above: the gate authenticates every call and authorizes each route
+    // by `auth::ROUTE_RULES`.
     let api = Router::new().nest("/api/v2", v2).nest("/api", v1);
     device_groups::with_info_cache(api, options.info_cache)
-        .layer(middleware::from_fn_with_state(state.clone(), authenticate))
+        .layer(Extension(authenticator))
+        .layer(middleware::from_fn_with_state(gate, crate::auth::gate))
         .fallback(|| async { ApiError::NoRoute })
         .method_not_allowed_fallback(|| async {
             (
@@ -99,14 +111,6 @@ pub fn router_with(state: ApiState, options: RouterOptions) -> Router {
         }))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)
-}
-
-async fn authenticate(State(state): State<ApiState>, request: Request, next: Next) -> Response {
-    if state.auth.admits(request.headers()) {
-        next.run(request).await
-    } else {
-        ApiError::Unauthorized.into_response()
-    }
 }
 
 /// A JSON body, bounded, with errors in the API's own shape.
