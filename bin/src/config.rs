@@ -206,6 +206,8 @@ pub struct ApiConfig {
     pub auth: AuthConfig,
     /// The device group `/info` cache (`CACHE_TIME`, `CACHE_MAX_SIZE`).
     pub info_cache: InfoCacheConfig,
+    /// The bcrypt cost of users' new password and token hashes (`NEBULA_BCRYPT_COST`).
+    pub bcrypt_cost: u32,
 }
 
 fn auth(l: &mut Layers, allow_generated: bool) -> AuthConfig {
@@ -245,8 +247,20 @@ impl ApiConfig {
                 ttl: l.seconds("cache_time", 10, 0),
                 max_size: l.parse("cache_max_size", 1024usize),
             },
+            bcrypt_cost: bcrypt_cost(l),
         }
     }
+}
+
+fn bcrypt_cost(l: &mut Layers) -> u32 {
+    use nebula_http::auth::{DEFAULT_BCRYPT_COST, MAX_BCRYPT_COST, MIN_BCRYPT_COST};
+    let cost = l.parse("nebula_bcrypt_cost", DEFAULT_BCRYPT_COST);
+    if !(MIN_BCRYPT_COST..=MAX_BCRYPT_COST).contains(&cost) {
+        l.error(format!(
+            "NEBULA_BCRYPT_COST={cost}: must be {MIN_BCRYPT_COST} to {MAX_BCRYPT_COST} (default {DEFAULT_BCRYPT_COST})"
+        ));
+    }
+    cost
 }
 
 /// The worker's engine-side settings.
@@ -530,6 +544,26 @@ mod tests {
             assert!(
                 errors[0].contains(needle),
                 "{needle} missing from {errors:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn api_reads_the_bcrypt_cost() {
+        let read = |pairs: &[(&str, &str)]| {
+            let mut all = vec![("AUTH_ENABLED", "false")];
+            all.extend_from_slice(pairs);
+            let mut l = Layers::new([], env(&all), None);
+            let c = ApiConfig::read(&mut l, "0.0.0.0:80", false);
+            (c.bcrypt_cost, l.finish())
+        };
+        assert_eq!(read(&[]), (12, Ok(())));
+        assert_eq!(read(&[("NEBULA_BCRYPT_COST", "4")]), (4, Ok(())));
+        for bad in ["3", "32"] {
+            let (_, result) = read(&[("NEBULA_BCRYPT_COST", bad)]);
+            assert!(
+                result.is_err_and(|e| e.0[0].contains("NEBULA_BCRYPT_COST")),
+                "{bad}"
             );
         }
     }

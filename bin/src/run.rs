@@ -9,7 +9,7 @@ use nebula_core::bus::{Bus, InProcessBus};
 use nebula_core::manager::Manager;
 use nebula_core::worker::{Worker, WorkerConfig};
 use nebula_docker::{DockerConfig, DockerRuntime};
-use nebula_http::auth::AuthConfig;
+use nebula_http::auth::{AuthConfig, Authenticator};
 use nebula_http::client::HttpSource;
 use nebula_http::{ApiState, RouterOptions, router_with};
 use nebula_redb::RedbStore;
@@ -132,6 +132,7 @@ async fn serve(
     );
     let mut options = RouterOptions::default();
     options.info_cache = api.info_cache;
+    options.authenticator = Arc::new(Authenticator::new(api.bcrypt_cost));
     let app = router_with(
         ApiState {
             manager,
