@@ -17,6 +17,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::cron_job::CronJob;
 use crate::model::{App, AppName};
 use crate::store::StoreError;
 use crate::validate::{self, FieldError};
@@ -54,7 +55,7 @@ impl fmt::Display for DeviceGroupName {
 pub struct Members {
     /// App names; each must name an existing app when written.
     pub apps: Vec<AppName>,
-    /// Cron job names (validated as names only until cron jobs exist).
+    /// Cron job names; each must name an existing cron job when written.
     pub cron_jobs: Vec<String>,
 }
 
@@ -123,9 +124,9 @@ pub struct DeviceGroupInfo {
     pub apps: Vec<App>,
     /// The app names the group lists.
     pub apps_list: Vec<AppName>,
-    /// The full documents of the group's cron jobs (none until cron jobs exist).
+    /// The full documents of the group's cron jobs that exist, in the group's order.
     #[serde(default)]
-    pub cron_jobs: Vec<serde_json::Value>,
+    pub cron_jobs: Vec<CronJob>,
     /// The cron job names the group lists.
     #[serde(default)]
     pub cron_jobs_list: Vec<String>,
@@ -158,6 +159,9 @@ pub enum DeviceGroupError {
     /// The members name an app that does not exist; nothing was stored.
     #[error("app {0} does not exist")]
     AppNotFound(String),
+    /// The members name a cron job that does not exist; nothing was stored.
+    #[error("cron job {0} does not exist")]
+    CronJobNotFound(String),
     /// The input broke validation rules; nothing was stored.
     #[error("invalid input: {}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
     Invalid(Vec<FieldError>),

@@ -40,6 +40,8 @@ use crate::plan::{Action, AppPlan, Pull, plan_app, plan_removal};
 use crate::runtime::{RegistryAuth, Runtime, RuntimeError};
 use crate::schedule::HostResources;
 
+pub mod cron;
+
 /// Which apps this worker runs.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Selection {
@@ -193,6 +195,10 @@ pub struct Worker {
     /// Apps that left the group while this worker ran: their containers are removed whatever
     /// their labels.
     dropped: BTreeSet<AppName>,
+    /// [`Selection::DeviceGroup`]: where each sync's cron jobs go; `run` starts the runner.
+    cron: Option<tokio::sync::watch::Sender<cron::CronDesired>>,
+    /// The wall clock cron jobs are scheduled by.
+    cron_clock: cron::WallClock,
 }
 
 impl std::fmt::Debug for Worker {
@@ -228,7 +234,6 @@ impl Worker {
             runtime,
             source,
             bus,
-            config,
             desired: BTreeMap::new(),
             deleted: BTreeMap::new(),
             synced: false,
@@ -239,6 +244,23 @@ impl Worker {
             group_deleted: None,
             group_prune_due: false,
             dropped: BTreeSet::new(),
+            cron: matches!(config.selection, Selection::DeviceGroup(_))
+                .then(|| tokio::sync::watch::channel(cron::CronDesired::Unsynced).0),
+            cron_clock: cron::system_clock(),
+            config,
+        }
+    }
+
+    /// Schedules cron jobs by `clock` instead of the system's wall clock (for tests).
+    #[must_use]
+    pub fn with_wall_clock(mut self, clock: cron::WallClock) -> Self {
+        self.cron_clock = clock;
+        self
+    }
+
+    fn send_cron(&self, desired: cron::CronDesired) {
+        if let Some(tx) = &self.cron {
+            tx.send_replace(desired);
         }
     }
 
@@ -331,8 +353,14 @@ impl Worker {
     pub async fn sync(&mut self) -> Result<bool, SourceError> {
         match self.source.fetch(&self.config.selection).await? {
             DesiredState::Apps(apps) => Ok(self.sync_apps(apps)),
-            DesiredState::Group(info) => Ok(self.sync_group(info)),
-            DesiredState::NoGroup => Ok(self.group_missing()),
+            DesiredState::Group(info) => {
+                self.send_cron(cron::CronDesired::of(&info));
+                Ok(self.sync_group(info))
+            }
+            DesiredState::NoGroup => {
+                self.send_cron(cron::CronDesired::NoGroup);
+                Ok(self.group_missing())
+            }
         }
     }
 
@@ -615,6 +643,22 @@ impl Worker {
     /// reconcile after every change and every `reconcile_every`.
     pub async fn run(mut self, shutdown: impl std::future::Future<Output = ()> + Send) {
         tokio::pin!(shutdown);
+        if let Some(tx) = &self.cron {
+            // The runner stops when this worker (and so `tx`) is dropped.
+            let mut desired = tx.subscribe();
+            desired.mark_changed();
+            let runner = cron::CronRunner::new(
+                self.runtime.clone(),
+                cron::CronConfig {
+                    owner: self.config.owner.clone(),
+                    registry_auth: self.config.registry_auth.clone(),
+                    stop_grace: self.config.stop_grace,
+                    sweep_every: self.config.reconcile_every,
+                    clock: self.cron_clock.clone(),
+                },
+            );
+            tokio::spawn(runner.run(desired));
+        }
         let mut subscription: Option<Subscription> = None;
         let mut next_check_in = Instant::now();
         let mut next_reconcile = Instant::now() + self.config.reconcile_every;

@@ -394,3 +394,55 @@ async fn every_route_needs_credentials() {
     let (code, _) = api.call("GET", "/api/cron_jobs", None).await;
     assert_eq!(code, StatusCode::NOT_FOUND);
 }
+
+#[tokio::test]
+async fn device_groups_name_existing_jobs_and_info_carries_their_current_documents() {
+    let api = Api::new();
+    let dg = "/api/v2/device_groups/edge";
+    assert_eq!(
+        api.call("POST", dg, Some(json!({"cron_jobs": ["backup"]})))
+            .await,
+        (StatusCode::FORBIDDEN, exists(false))
+    );
+    api.call("POST", JOB, Some(backup())).await;
+    let (code, _) = api
+        .call("POST", dg, Some(json!({"cron_jobs": ["backup"]})))
+        .await;
+    assert_eq!(code, StatusCode::OK);
+    assert_eq!(
+        api.call(
+            "PUT",
+            &format!("{dg}/update"),
+            Some(json!({"cron_jobs": ["backup", "other"]}))
+        )
+        .await,
+        (StatusCode::FORBIDDEN, exists(false))
+    );
+    let (code, info) = api.call("GET", &format!("{dg}/info"), None).await;
+    assert_eq!(code, StatusCode::OK);
+    let (_, doc) = api.call("GET", JOB, None).await;
+    assert_eq!(info["cron_jobs"], json!([doc]));
+    assert_eq!(info["cron_jobs_list"], json!(["backup"]));
+
+    // A change through this process is in the next /info at once (the cache is cleared).
+    let (_, changed) = api
+        .call(
+            "PATCH",
+            &format!("{JOB}/update"),
+            Some(json!({"running": false})),
+        )
+        .await;
+    let (_, info) = api.call("GET", &format!("{dg}/info"), None).await;
+    assert_eq!(info["cron_jobs"], json!([changed]));
+
+    // Delete takes the job out of the group, with a new device_group_id.
+    api.call("DELETE", JOB, None).await;
+    let (_, group) = api.call("GET", dg, None).await;
+    assert_eq!(group["cron_jobs"], json!([]));
+    assert_eq!(group["device_group_id"], 2);
+    let (_, info) = api.call("GET", &format!("{dg}/info"), None).await;
+    assert_eq!(
+        (info["cron_jobs"].clone(), info["device_group_id"].clone()),
+        (json!([]), json!(2))
+    );
+}

@@ -132,6 +132,17 @@ impl Api {
             .await;
         assert_eq!(code, StatusCode::OK);
     }
+
+    async fn cron_job(&self, name: &str) {
+        let (code, _) = self
+            .call(
+                "POST",
+                &format!("/api/v2/cron_jobs/{name}"),
+                Some(json!({"docker_image": "backup", "schedule": "0 3 * * *"})),
+            )
+            .await;
+        assert_eq!(code, StatusCode::OK);
+    }
 }
 
 fn etag(r: &Reply) -> String {
@@ -279,6 +290,8 @@ async fn updates_delete_and_their_errors() {
     let api = Api::new();
     api.app("a").await;
     api.app("b").await;
+    api.cron_job("nightly").await;
+    api.cron_job("c").await;
     api.call(
         "POST",
         "/api/v2/device_groups/edge",
@@ -424,6 +437,7 @@ async fn info_is_the_whole_desired_state_and_follows_app_deletes() {
     let api = Api::new();
     api.app("a").await;
     api.app("b").await;
+    api.cron_job("nightly").await;
     api.call(
         "POST",
         "/api/v2/device_groups/edge",
@@ -436,7 +450,12 @@ async fn info_is_the_whole_desired_state_and_follows_app_deletes() {
     let info = r.body;
     assert_eq!(info["apps_list"], json!(["b", "a"]));
     assert_eq!(info["cron_jobs_list"], json!(["nightly"]));
-    assert_eq!(info["cron_jobs"], json!([]));
+    let (_, nightly) = api.call("GET", "/api/v2/cron_jobs/nightly", None).await;
+    assert_eq!(
+        info["cron_jobs"],
+        json!([nightly]),
+        "full cron job documents"
+    );
     assert_eq!(
         (info["device_group_id"].clone(), info["prune_id"].clone()),
         (json!(1), json!(1))

@@ -178,11 +178,19 @@ impl Manager {
         self.modify_cron_job(name, |s| patch.clone().apply(s)).await
     }
 
-    /// Deletes a cron job; workers stop scheduling it.
+    /// Deletes a cron job and takes it out of its device groups (`device_group_id + 1` each),
+    /// so their workers unschedule it and remove its containers.
     ///
     /// # Errors
     /// [`CronJobError::NotFound`], store failures.
     pub async fn delete_cron_job(&self, name: &CronJobName) -> Result<(), CronJobError> {
+        if !self.cron_job_exists(name).await? {
+            return Err(CronJobError::NotFound);
+        }
+        // Out of its groups first, so every reply that lacks the job's document also carries
+        // the higher id workers act on; and again after the delete, for a group that took the
+        // job meanwhile.
+        self.remove_cron_job_from_device_groups(name).await?;
         for _ in 0..CAS_ATTEMPTS {
             let stored = self
                 .store
@@ -196,6 +204,9 @@ impl Manager {
             {
                 Ok(()) => {
                     tracing::info!(cron_job = %name, "cron job deleted");
+                    if let Err(error) = self.remove_cron_job_from_device_groups(name).await {
+                        tracing::warn!(cron_job = %name, %error, "second pass over device groups failed");
+                    }
                     return Ok(());
                 }
                 Err(StoreError::Conflict { found: None }) => return Err(CronJobError::NotFound),
@@ -318,6 +329,49 @@ mod tests {
             Err(CronJobError::NotFound)
         ));
         assert_eq!(m.get_cron_job(&name("a")).await.unwrap().cron_job_id, 1);
+    }
+
+    #[tokio::test]
+    async fn device_groups_need_existing_jobs_carry_their_documents_and_lose_deleted_ones() {
+        use crate::device_group::{DeviceGroupError, DeviceGroupName, Members, MembersPatch};
+        let m = manager();
+        let edge = DeviceGroupName::parse("edge").unwrap();
+        let members = |jobs: &[&str]| Members {
+            apps: Vec::new(),
+            cron_jobs: jobs.iter().map(|j| (*j).to_owned()).collect(),
+        };
+        assert!(matches!(
+            m.create_device_group(edge.clone(), members(&["nightly"])).await,
+            Err(DeviceGroupError::CronJobNotFound(j)) if j == "nightly"
+        ));
+        let nightly = m
+            .create_cron_job(name("nightly"), CronJobSpec::new("0 3 * * *", "backup"))
+            .await
+            .unwrap();
+        m.create_device_group(edge.clone(), members(&["nightly"]))
+            .await
+            .unwrap();
+        assert!(matches!(
+            m.patch_device_group(
+                &edge,
+                MembersPatch {
+                    cron_jobs: Some(vec!["nightly".into(), "hourly".into()]),
+                    ..MembersPatch::default()
+                }
+            )
+            .await,
+            Err(DeviceGroupError::CronJobNotFound(j)) if j == "hourly"
+        ));
+        let info = m.device_group_info(&edge).await.unwrap();
+        assert_eq!(info.cron_jobs, [nightly]);
+        assert_eq!(info.cron_jobs_list, ["nightly"]);
+
+        m.delete_cron_job(&name("nightly")).await.unwrap();
+        let group = m.get_device_group(&edge).await.unwrap();
+        assert!(group.cron_jobs.is_empty());
+        assert_eq!(group.device_group_id, 2, "workers see the removal");
+        let info = m.device_group_info(&edge).await.unwrap();
+        assert!(info.cron_jobs.is_empty() && info.cron_jobs_list.is_empty());
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use super::{CAS_ATTEMPTS, Manager, ManagerError, new_incarnation};
+use crate::cron_job::{CronJobError, CronJobName};
 use crate::device_group::{
     DeviceGroup, DeviceGroupError, DeviceGroupInfo, DeviceGroupName, Members, MembersPatch,
     validate_members,
@@ -60,6 +61,16 @@ impl Manager {
         decode(&stored)
     }
 
+    /// Checks that every cron job named exists.
+    async fn check_cron_jobs_exist(&self, jobs: &[String]) -> Result<(), DeviceGroupError> {
+        for job in jobs {
+            if self.store.get(Collection::CronJobs, job).await?.is_none() {
+                return Err(DeviceGroupError::CronJobNotFound(job.clone()));
+            }
+        }
+        Ok(())
+    }
+
     /// Checks that every app named exists.
     async fn check_apps_exist(&self, apps: &[AppName]) -> Result<(), DeviceGroupError> {
         for app in apps {
@@ -97,6 +108,7 @@ impl Manager {
             return Err(DeviceGroupError::Exists);
         }
         self.check_apps_exist(&members.apps).await?;
+        self.check_cron_jobs_exist(&members.cron_jobs).await?;
         let group = DeviceGroup {
             device_group: name,
             apps: members.apps,
@@ -219,6 +231,7 @@ impl Manager {
         // as such whatever the body says.
         self.get_device_group(name).await?;
         self.check_apps_exist(&members.apps).await?;
+        self.check_cron_jobs_exist(&members.cron_jobs).await?;
         self.modify_device_group(name, |group| {
             if patch.apps.is_some() {
                 group.apps.clone_from(&members.apps);
@@ -301,8 +314,8 @@ impl Manager {
         Ok(prune_ids)
     }
 
-    /// The whole desired state of a group: its apps' full documents (apps deleted meanwhile
-    /// are skipped), the name lists and the versions.
+    /// The whole desired state of a group: its apps' and cron jobs' full documents (those
+    /// deleted meanwhile are skipped), the name lists and the versions.
     ///
     /// # Errors
     /// [`DeviceGroupError::NotFound`], store failures.
@@ -320,10 +333,22 @@ impl Manager {
                 Err(e) => return Err(StoreError::Corrupt(e.to_string()).into()),
             }
         }
+        let mut cron_jobs = Vec::with_capacity(group.cron_jobs.len());
+        for job in &group.cron_jobs {
+            let Ok(name) = CronJobName::parse(job) else {
+                continue;
+            };
+            match self.get_cron_job(&name).await {
+                Ok(doc) => cron_jobs.push(doc),
+                Err(CronJobError::NotFound) => {}
+                Err(CronJobError::Store(e)) => return Err(e.into()),
+                Err(e) => return Err(StoreError::Corrupt(e.to_string()).into()),
+            }
+        }
         Ok(DeviceGroupInfo {
             apps,
             apps_list: group.apps,
-            cron_jobs: Vec::new(),
+            cron_jobs,
             cron_jobs_list: group.cron_jobs,
             prune_id: group.prune_id,
             device_group_id: group.device_group_id,
@@ -354,6 +379,45 @@ impl Manager {
             match changed {
                 Ok(_) | Err(DeviceGroupError::NotFound) => {}
                 Err(e) => return Err(into_manager_error(e)),
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Manager {
+    /// Takes `job` out of every group that lists it, each with `device_group_id + 1`, so the
+    /// groups' workers unschedule it and remove its containers (called by `delete_cron_job`).
+    pub(super) async fn remove_cron_job_from_device_groups(
+        &self,
+        job: &CronJobName,
+    ) -> Result<(), CronJobError> {
+        let into_cron_error = |e: DeviceGroupError| match e {
+            DeviceGroupError::Store(e) => CronJobError::Store(e),
+            DeviceGroupError::Contended => CronJobError::Contended,
+            other => CronJobError::Store(StoreError::Corrupt(other.to_string())),
+        };
+        let groups = self
+            .list_device_groups_full()
+            .await
+            .map_err(into_cron_error)?;
+        let job = job.as_str();
+        for group in groups
+            .into_iter()
+            .filter(|g| g.cron_jobs.iter().any(|j| j == job))
+        {
+            let changed = self
+                .modify_device_group(&group.device_group, |g| {
+                    if g.cron_jobs.iter().any(|j| j == job) {
+                        g.cron_jobs.retain(|j| j != job);
+                        g.device_group_id += 1;
+                    }
+                    Ok(())
+                })
+                .await;
+            match changed {
+                Ok(_) | Err(DeviceGroupError::NotFound) => {}
+                Err(e) => return Err(into_cron_error(e)),
             }
         }
         Ok(())
@@ -444,6 +508,12 @@ mod tests {
             (full.apps.clone(), full.device_group_id),
             (vec![app("b")], 2)
         );
+        m.create_cron_job(
+            CronJobName::parse("nightly").unwrap(),
+            crate::cron_job::CronJobSpec::new("0 3 * * *", "backup"),
+        )
+        .await
+        .unwrap();
         let patched = m
             .patch_device_group(
                 &dg("edge"),

@@ -188,7 +188,8 @@ pub(super) fn routes() -> Router<ApiState> {
 }
 
 /// Wraps the whole API with the `/info` cache: handlers find it as an extension, and a
-/// successful app write through this process clears it (app documents are part of `/info`).
+/// successful app or cron job write through this process clears it (their documents are part
+/// of `/info`).
 pub(super) fn with_info_cache(api: Router<ApiState>, config: InfoCacheConfig) -> Router<ApiState> {
     api.layer(middleware::from_fn(clear_after_app_writes))
         .layer(Extension(Arc::new(InfoCache::new(config))))
@@ -203,7 +204,8 @@ async fn clear_after_app_writes(
         *request.method(),
         Method::GET | Method::HEAD | Method::OPTIONS
     ) && (request.uri().path().starts_with("/api/apps/")
-        || request.uri().path().starts_with("/api/v2/apps/"));
+        || request.uri().path().starts_with("/api/v2/apps/")
+        || request.uri().path().starts_with("/api/v2/cron_jobs/"));
     let response = next.run(request).await;
     if writes_app && response.status().is_success() {
         cache.clear();
@@ -225,6 +227,9 @@ fn dg_error(e: DeviceGroupError) -> Response {
         }
         DeviceGroupError::AppNotFound(_) => {
             reply(StatusCode::FORBIDDEN, json!({"app_exists": false}))
+        }
+        DeviceGroupError::CronJobNotFound(_) => {
+            reply(StatusCode::FORBIDDEN, json!({"cron_job_exists": false}))
         }
         DeviceGroupError::Invalid(errors) => ApiError::Invalid(errors).render(Dialect::V2),
         DeviceGroupError::Contended => reply(
