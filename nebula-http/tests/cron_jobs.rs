@@ -446,3 +446,86 @@ async fn device_groups_name_existing_jobs_and_info_carries_their_current_documen
         (json!([]), json!(2))
     );
 }
+
+mod no_5xx {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::Map;
+
+    fn arb_json() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>()
+                .prop_filter("finite", |f| f.is_finite())
+                .prop_map(Value::from),
+            "[ -~]{0,12}".prop_map(Value::String),
+            Just(Value::String("* * * * *".into())),
+            Just(Value::String("0/5 1-3 * JAN-MAR MON#2".into())),
+            Just(Value::String("0 0 30 2 *".into())),
+            Just(Value::String("busybox".into())),
+        ];
+        leaf.prop_recursive(3, 24, 6, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                proptest::collection::btree_map(
+                    prop_oneof![
+                        Just("schedule".to_owned()),
+                        Just("docker_image".to_owned()),
+                        Just("env_vars".to_owned()),
+                        Just("networks".to_owned()),
+                        Just("volumes".to_owned()),
+                        Just("devices".to_owned()),
+                        Just("running".to_owned()),
+                        Just("privileged".to_owned()),
+                        Just("run_command".to_owned()),
+                        Just("entrypoint".to_owned()),
+                        Just("memory_limit_mb".to_owned()),
+                        Just("cpu_limit".to_owned()),
+                        "[a-z_]{1,8}",
+                    ],
+                    inner,
+                    0..5
+                )
+                .prop_map(|m| Value::Object(m.into_iter().collect::<Map<String, Value>>())),
+            ]
+        })
+    }
+
+    const ROUTES: [(&str, &str); 7] = [
+        ("POST", "/api/v2/cron_jobs/{}"),
+        ("GET", "/api/v2/cron_jobs/{}"),
+        ("DELETE", "/api/v2/cron_jobs/{}"),
+        ("POST", "/api/v2/cron_jobs/{}/update"),
+        ("PUT", "/api/v2/cron_jobs/{}/update"),
+        ("PATCH", "/api/v2/cron_jobs/{}/update"),
+        ("POST", "/api/v2/device_groups/{}"),
+    ];
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(200))]
+        #[test]
+        fn no_input_on_a_cron_job_route_gives_a_5xx(
+            route in 0..ROUTES.len(),
+            name in prop_oneof!["[a-z]{1,5}", "[ -~]{0,70}"],
+            body in arb_json(),
+        ) {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let api = Api::new();
+            let (method, path) = ROUTES[route];
+            let encoded: String = name
+                .bytes()
+                .map(|b| if b.is_ascii_alphanumeric() { (b as char).to_string() } else { format!("%{b:02X}") })
+                .collect();
+            let uri = path.replace("{}", &encoded);
+            let body = if route == 6 { serde_json::json!({"cron_jobs": [name.clone()]}) } else { body };
+            let (status, reply) = rt.block_on(async {
+                // Seed a job so that updates reach validation of the merged document.
+                api.call("POST", &format!("/api/v2/cron_jobs/{encoded}"), Some(backup())).await;
+                api.call(method, &uri, Some(body)).await
+            });
+            prop_assert!(status.as_u16() < 500, "{} {} -> {} {}", method, uri, status, reply);
+        }
+    }
+}
