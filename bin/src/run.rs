@@ -200,17 +200,40 @@ pub async fn standalone(api: ApiConfig, engine: EngineConfig) -> anyhow::Result<
 ///
 /// # Errors
 /// Start-up failures (store, bind).
-pub async fn api_manager(api: ApiConfig) -> anyhow::Result<()> {
+pub async fn api_manager(
+    api: ApiConfig,
+    rabbit: Option<nebula_rabbit::RabbitConfig>,
+) -> anyhow::Result<()> {
     let store = open_store(&api)?;
-    let manager = Manager::new(Arc::new(store), None);
+    let bus = match rabbit {
+        Some(config) => Some(rabbit_bus(config).await?),
+        None => None,
+    };
+    let manager = Manager::new(Arc::new(store), bus);
     serve(&api, api.auth.clone(), manager, shutdown_signal()).await
 }
 
-/// `nebula-worker-manager`: one host's worker, syncing from a manager over HTTP.
+/// A RabbitMQ bus; a broker that does not answer yet is logged, not fatal (workers poll).
+async fn rabbit_bus(config: nebula_rabbit::RabbitConfig) -> anyhow::Result<Arc<dyn Bus>> {
+    let bus = nebula_rabbit::RabbitBus::new(config).map_err(|e| anyhow::anyhow!("{e}"))?;
+    match bus.connect().await {
+        Ok(()) => tracing::info!("RabbitMQ connected"),
+        Err(e) => {
+            tracing::warn!(error = %e, "RabbitMQ not answering yet; changes still reach workers at check-in")
+        }
+    }
+    Ok(Arc::new(bus))
+}
+
+/// `nebula-worker-manager`: one host's worker, syncing from a manager over HTTP and following
+/// the RabbitMQ bus when one is configured.
 ///
 /// # Errors
 /// Start-up failures (engine).
-pub async fn worker_manager(config: WorkerManagerConfig) -> anyhow::Result<()> {
+pub async fn worker_manager(
+    config: WorkerManagerConfig,
+    rabbit: Option<nebula_rabbit::RabbitConfig>,
+) -> anyhow::Result<()> {
     let runtime = docker(&config.engine).await?;
     let source = HttpSource::new(
         &config.manager_uri,
@@ -225,7 +248,11 @@ pub async fn worker_manager(config: WorkerManagerConfig) -> anyhow::Result<()> {
     }
     let worker_config: WorkerConfig = config.engine.worker;
     tracing::info!(selection = ?worker_config.selection, check_in_s = worker_config.check_in.as_secs(), "worker starting");
-    let worker = Worker::new(Arc::new(runtime), Arc::new(source), None, worker_config);
+    let bus = match rabbit {
+        Some(config) => Some(rabbit_bus(config).await?),
+        None => None,
+    };
+    let worker = Worker::new(Arc::new(runtime), Arc::new(source), bus, worker_config);
     worker.run(wait(shutdown_signal())).await;
     // Give in-flight logs a moment to flush.
     tokio::time::sleep(Duration::from_millis(10)).await;

@@ -182,3 +182,100 @@ fn bad_configuration_lists_every_problem_and_exits_2() {
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("AUTH_ENABLED"));
 }
+
+fn broker_ready(test: &str) -> bool {
+    let up = std::net::TcpStream::connect_timeout(
+        &([127, 0, 0, 1], 5672).into(),
+        Duration::from_secs(1),
+    )
+    .is_ok();
+    if !up {
+        assert!(
+            std::env::var_os("NEBULA_REQUIRE_BROKER").is_none(),
+            "{test}: NEBULA_REQUIRE_BROKER is set"
+        );
+        println!("SKIPPED {test}: no RabbitMQ on 127.0.0.1:5672; run .ci/rabbitmq.sh");
+    }
+    up
+}
+
+/// With RABBIT_HOST set, a change reaches the worker at once, not at its next check-in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rabbitmq_pushes_changes_to_the_worker_at_once() {
+    if !engine_ready("rabbitmq_pushes_changes_to_the_worker_at_once")
+        || !broker_ready("rabbitmq_pushes_changes")
+    {
+        return;
+    }
+    let dir = std::env::temp_dir().join(unique("nebula-rabbit-"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let port = free_port();
+    let bind = format!("127.0.0.1:{port}");
+    let _manager = Process::start(
+        binary("nebula-api-manager"),
+        &[
+            "--bind",
+            &bind,
+            "--data-dir",
+            dir.join("data").to_str().unwrap(),
+        ],
+        &[
+            ("BASIC_AUTH_USER", "admin"),
+            ("BASIC_AUTH_PASSWORD", "pw"),
+            ("RABBIT_HOST", "127.0.0.1"),
+        ],
+        dir.join("manager.log"),
+    );
+    let api = Api::new(port, "admin", "pw");
+    api.wait_ready().await;
+    let app = unique("push");
+    let ports = free_port_range(2);
+    let uri = format!("http://127.0.0.1:{port}");
+    let worker_id = unique("w");
+    let worker = Process::start(
+        binary("nebula-worker-manager"),
+        &[],
+        &[
+            ("APP_NAME", app.as_str()),
+            ("NEBULA_MANAGER_URI", &uri),
+            ("NEBULA_MANAGER_AUTH_USER", "admin"),
+            ("NEBULA_MANAGER_AUTH_PASSWORD", "pw"),
+            ("NEBULA_MANAGER_CHECK_IN_TIME", "300"),
+            ("NEBULA_STOP_GRACE", "1"),
+            ("RABBIT_HOST", "127.0.0.1"),
+            ("NEBULA_WORKER_ID", &worker_id),
+        ],
+        dir.join("worker.log"),
+    );
+    // The worker syncs at start and subscribes; give it a moment to bind its queue.
+    wait_for("worker subscribed", Duration::from_secs(30), || async {
+        worker.log().contains("worker starting")
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        api.call("POST", &format!("/api/apps/{app}"), Some(v1_app(ports, 2)))
+            .await
+            .0,
+        202
+    );
+    wait_for(
+        "pushed create applied long before the 300 s check-in",
+        Duration::from_secs(20),
+        || async { running(&app).len() == 2 },
+    )
+    .await;
+    assert_eq!(
+        api.call("POST", &format!("/api/apps/{app}/stop"), None)
+            .await
+            .0,
+        202
+    );
+    wait_for("pushed stop applied", Duration::from_secs(20), || async {
+        containers(&app).is_empty()
+    })
+    .await;
+    drop(worker);
+    cleanup(&app);
+    let _ = std::fs::remove_dir_all(&dir);
+}

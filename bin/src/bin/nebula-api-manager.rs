@@ -32,8 +32,9 @@ fn main() -> ExitCode {
         cli.config.as_deref(),
     );
     let api = ApiConfig::read(&mut layers, "0.0.0.0:80", false);
+    let rabbit = nebula_bin::config::rabbit(&mut layers, false);
     let checked = layers.finish();
     nebula_bin::run_main("nebula-api-manager", checked, || {
-        nebula_bin::run::api_manager(api)
+        nebula_bin::run::api_manager(api, rabbit)
     })
 }

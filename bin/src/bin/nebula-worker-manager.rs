@@ -35,8 +35,9 @@ fn main() -> ExitCode {
         cli.config.as_deref(),
     );
     let config = WorkerManagerConfig::read(&mut layers);
+    let rabbit = nebula_bin::config::rabbit(&mut layers, true);
     let checked = layers.finish();
     nebula_bin::run_main("nebula-worker-manager", checked, || {
-        nebula_bin::run::worker_manager(config)
+        nebula_bin::run::worker_manager(config, rabbit)
     })
 }
