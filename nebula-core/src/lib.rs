@@ -17,6 +17,7 @@ pub mod image;
 pub mod manager;
 pub mod model;
 pub mod plan;
+pub mod report;
 pub mod runtime;
 pub mod schedule;
 pub mod store;

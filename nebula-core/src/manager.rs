@@ -24,6 +24,7 @@ use crate::worker::{DesiredSource, DesiredState, Selection, SourceError};
 
 mod cron_jobs;
 mod device_groups;
+mod reports;
 mod users;
 
 /// How many times a write is retried when another manager changed the document meanwhile.

@@ -183,6 +183,8 @@ pub struct Worker {
     deleted: BTreeMap<AppName, u64>,
     synced: bool,
     host: Option<HostResources>,
+    /// Where reports go after each check-in, if anywhere.
+    reporter: Option<report::Reporter>,
     /// A changed app may not replace containers before this instant (restart wait).
     hold_until: BTreeMap<AppName, Instant>,
     pruned: BTreeMap<AppName, u64>,
@@ -238,6 +240,7 @@ impl Worker {
             deleted: BTreeMap::new(),
             synced: false,
             host: None,
+            reporter: None,
             hold_until: BTreeMap::new(),
             pruned: BTreeMap::new(),
             group: None,
@@ -691,6 +694,7 @@ impl Worker {
                 () = tokio::time::sleep_until(resubscribe_at), if subscription.is_none() && self.bus.is_some() => Event::Reconcile,
             };
             let mut ack = None;
+            let checked_in = matches!(event, Event::CheckIn);
             match event {
                 Event::CheckIn => {
                     next_check_in = Instant::now() + self.config.check_in;
@@ -712,6 +716,9 @@ impl Worker {
                 }
             }
             let outcome = self.reconcile().await;
+            if checked_in {
+                self.report().await;
+            }
             if let Some(delivery) = ack
                 && let Err(e) = delivery.ack().await
             {
@@ -815,6 +822,8 @@ fn describe(action: &Action) -> String {
         Action::Remove { name, .. } => format!("remove {name}"),
     }
 }
+
+pub mod report;
 
 #[cfg(test)]
 mod tests;

@@ -562,6 +562,10 @@ pub const ROUTE_RULES: &[RouteRule] = &[
     r("DELETE", "/api/v2/user_groups/{user_group}", ADMIN),
     r("PUT", "/api/v2/user_groups/{user_group}/update", ADMIN),
     r("PATCH", "/api/v2/user_groups/{user_group}/update", ADMIN),
+    // v2: reports (workers post them; the list needs authentication only, as the original)
+    r("GET", "/api/v2/reports", AUTH),
+    r("POST", "/api/v2/reports", AUTH),
+    r("GET", "/api/v2/apps/{app}/status", APP_RO),
 ];
 
 /// The rule of a route: `Ok(None)` when the route has rules but none for this method (the

@@ -219,3 +219,33 @@ impl DesiredSource for HttpSource {
         Ok(DesiredState::Apps(apps))
     }
 }
+
+/// Reports go to `POST /api/v2/reports` of the same manager, with the same credentials.
+#[async_trait]
+impl nebula_core::worker::report::ReportSink for HttpSource {
+    async fn send(&self, report: &nebula_core::report::WorkerReport) -> Result<(), SourceError> {
+        let path = "/api/v2/reports";
+        let req = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .json(report);
+        let req = match &self.auth {
+            Some(ClientAuth::Basic { user, password }) => req.basic_auth(user, Some(password)),
+            Some(ClientAuth::Bearer(token)) => req.bearer_auth(token),
+            None => req,
+        };
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| SourceError::Unavailable(e.without_url().to_string()))?;
+        match resp.status() {
+            s if s.is_success() => Ok(()),
+            StatusCode::UNAUTHORIZED => Err(SourceError::Unauthorized(format!("{path}: 401"))),
+            code => {
+                let body = resp.text().await.unwrap_or_default();
+                let body: String = body.chars().take(200).collect();
+                Err(SourceError::Unavailable(format!("{path}: {code} {body}")))
+            }
+        }
+    }
+}

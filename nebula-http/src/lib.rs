@@ -14,7 +14,7 @@ mod error;
 mod routes;
 
 pub use error::ApiError;
-pub use routes::{ApiState, InfoCacheConfig, RouterOptions, router, router_with};
+pub use routes::{ApiState, InfoCacheConfig, ReportsConfig, RouterOptions, router, router_with};
 
 /// Largest request body accepted, in bytes.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;

@@ -22,9 +22,11 @@ use crate::error::{ApiError, Dialect};
 
 mod cron_jobs;
 mod device_groups;
+mod reports;
 mod users;
 
 pub use device_groups::InfoCacheConfig;
+pub use reports::ReportsConfig;
 
 /// What every handler shares.
 #[derive(Clone, Debug)]
@@ -43,6 +45,8 @@ pub struct RouterOptions {
     pub info_cache: InfoCacheConfig,
     /// Checks users' credentials and hashes new ones (its bcrypt cost); one per process.
     pub authenticator: Arc<Authenticator>,
+    /// How long worker reports are kept.
+    pub reports: ReportsConfig,
 }
 
 /// The whole API: `/api/...` (v1) and `/api/v2/...` (v2), with the default options.
@@ -87,6 +91,7 @@ pub fn router_with(state: ApiState, options: RouterOptions) -> Router {
         )
         .merge(cron_jobs::routes())
         .merge(device_groups::routes())
+        .merge(reports::routes(options.reports))
         .merge(users::routes())
         .layer(Extension(Dialect::V2));
     let gate = Gate {

@@ -317,6 +317,11 @@ fn call_of(method: &str, route: &str) -> (String, Option<Value>, StatusCode) {
             (Some(json!({"admin": false})), S::OK)
         }
         ("DELETE", "/api/v2/user_groups/{user_group}") => (None, S::OK),
+        // reports
+        ("POST", "/api/v2/reports") => (
+            Some(json!({"hostname": "h1", "report_creation_time": 1})),
+            S::OK,
+        ),
         _ => panic!("the authorization matrix has no expectation for {method} {route}: add one"),
     };
     (path, body, status)
