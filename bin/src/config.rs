@@ -208,6 +208,8 @@ pub struct ApiConfig {
     pub info_cache: InfoCacheConfig,
     /// The bcrypt cost of users' new password and token hashes (`NEBULA_BCRYPT_COST`).
     pub bcrypt_cost: u32,
+    /// How long worker reports are kept (`NEBULA_REPORT_TTL`).
+    pub reports: nebula_http::ReportsConfig,
 }
 
 fn auth(l: &mut Layers, allow_generated: bool) -> AuthConfig {
@@ -248,6 +250,7 @@ impl ApiConfig {
                 max_size: l.parse("cache_max_size", 1024usize),
             },
             bcrypt_cost: bcrypt_cost(l),
+            reports: crate::reports::reports_config(l),
         }
     }
 }
@@ -270,6 +273,8 @@ pub struct EngineConfig {
     pub docker_host: Option<String>,
     /// The worker service's knobs.
     pub worker: WorkerConfig,
+    /// How the worker reports (`NEBULA_REPORT_*`).
+    pub report: crate::reports::ReportSettings,
 }
 
 impl EngineConfig {
@@ -308,6 +313,7 @@ impl EngineConfig {
                 registry_auth,
                 owner: None,
             },
+            report: crate::reports::ReportSettings::read(l),
         }
     }
 }

@@ -2,6 +2,7 @@
 //! the services from their parts.
 
 pub mod config;
+pub mod reports;
 pub mod run;
 
 use std::process::ExitCode;

@@ -133,6 +133,12 @@ async fn serve(
     let mut options = RouterOptions::default();
     options.info_cache = api.info_cache;
     options.authenticator = Arc::new(Authenticator::new(api.bcrypt_cost));
+    options.reports = api.reports;
+    tokio::spawn(crate::reports::sweep(
+        manager.clone(),
+        api.reports.ttl,
+        stop.clone(),
+    ));
     let app = router_with(
         ApiState {
             manager,
@@ -189,6 +195,7 @@ pub async fn standalone(api: ApiConfig, engine: EngineConfig) -> anyhow::Result<
         Some(bus_dyn),
         engine.worker,
     );
+    let worker = crate::reports::attach(worker, Arc::new(manager.clone()), &engine.report);
     let stop = shutdown_signal();
     let worker_task = tokio::spawn(worker.run(wait(stop.clone())));
     let served = serve(&api, auth, manager, stop).await;
@@ -248,11 +255,13 @@ pub async fn worker_manager(
     }
     let worker_config: WorkerConfig = config.engine.worker;
     tracing::info!(selection = ?worker_config.selection, check_in_s = worker_config.check_in.as_secs(), "worker starting");
+    let sink: Arc<dyn nebula_core::worker::report::ReportSink> = Arc::new(source.clone());
     let bus = match rabbit {
         Some(config) => Some(rabbit_bus(config).await?),
         None => None,
     };
     let worker = Worker::new(Arc::new(runtime), Arc::new(source), bus, worker_config);
+    let worker = crate::reports::attach(worker, sink, &config.engine.report);
     worker.run(wait(shutdown_signal())).await;
     // Give in-flight logs a moment to flush.
     tokio::time::sleep(Duration::from_millis(10)).await;
