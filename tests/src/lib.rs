@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod netns;
+
 /// The test image in the local registry: serves "$MESSAGE <hostname>" over HTTP on port 80.
 pub const IMAGE: &str = "127.0.0.1:5000/nebula-test/busybox:latest";
 /// A second image, with another ID.
