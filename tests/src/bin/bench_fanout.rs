@@ -1,0 +1,564 @@
+//! Fan-out benchmark: N simulated hosts — each a `nebula_core::worker::Worker` over its own
+//! in-memory `FakeRuntime`, with its own RabbitMQ connection and queue (`RabbitBus`) and its own
+//! `HttpSource` — against a real `nebula-api-manager` on RabbitMQ. Measures the time from one
+//! API call (a PUT update of the app every worker selects) until each worker runs the new
+//! `app_id`, and, in the same run, the broker's own fan-out time for the same N (a raw lapin
+//! publisher and N raw consumers, each on its own connection, on a fanout exchange).
+//!
+//! Run with (RabbitMQ on 127.0.0.1:5672, guest/guest; see docs/benchmarks.md):
+//!   cargo build --release --workspace --bins &&
+//!   sh -c 'ulimit -n 65536; target/release/bench_fanout 10 100 1000 5000'
+//!
+//! `bench_fanout memory` instead prints the RSS of an idle `nebula-worker-manager` managing 10
+//! containers on the local Docker engine and of an idle `nebula-api-manager` (needs the engine
+//! and the test image, `.ci/images.sh`).
+//!
+//! The binaries used are the ones next to this executable (release or debug, printed).
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use lapin::options::{
+    BasicConsumeOptions, BasicPublishOptions, ExchangeDeclareOptions, QueueBindOptions,
+    QueueDeclareOptions,
+};
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Connection, ConnectionProperties, ExchangeKind};
+use nebula_core::bus::Bus;
+use nebula_core::container::LABEL_APP_ID;
+use nebula_core::model::AppName;
+use nebula_core::testing::FakeRuntime;
+use nebula_core::worker::{Selection, Worker, WorkerConfig};
+use nebula_http::client::{ClientAuth, HttpSource};
+use nebula_rabbit::{RabbitBus, RabbitConfig};
+use nebula_tests::{Api, free_port, unique};
+use serde_json::json;
+
+const IMAGE: &str = "127.0.0.1:5000/nebula-test/busybox:latest";
+const ROUNDS: usize = 3;
+const AMQP: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+
+fn sibling(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let path = exe.parent().expect("exe dir").join(name);
+    assert!(
+        path.exists(),
+        "{} missing: cargo build --workspace --bins",
+        path.display()
+    );
+    path
+}
+
+fn profile() -> String {
+    std::env::current_exe()
+        .ok()
+        .and_then(|p| {
+            p.parent()
+                .and_then(|d| d.file_name())
+                .map(|s| s.to_string_lossy().into_owned())
+        })
+        .unwrap_or_default()
+}
+
+/// A child process killed on drop.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start(binary: &str, args: &[&str], env: &[(&str, &str)], log: &std::path::Path) -> Proc {
+    let log = std::fs::File::create(log).expect("log");
+    Proc(
+        Command::new(sibling(binary))
+            .args(args)
+            .envs(env.iter().copied())
+            .stdout(Stdio::from(log.try_clone().expect("log")))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("spawn"),
+    )
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    #[allow(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        clippy::cast_precision_loss
+    )]
+    let i = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
+    sorted[i]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1}", d.as_secs_f64() * 1000.0)
+}
+
+/// One simulated host.
+struct Host {
+    runtime: FakeRuntime,
+}
+
+impl Host {
+    fn on(&self, app_id: &str) -> bool {
+        self.runtime
+            .containers()
+            .values()
+            .any(|c| c.label(LABEL_APP_ID) == Some(app_id))
+    }
+}
+
+async fn spawn_host(run: &str, i: usize, app: &AppName, uri: &str) -> Result<Host, String> {
+    let runtime = FakeRuntime::new(4, &[IMAGE]);
+    let config = RabbitConfig {
+        worker_id: Some(format!("{run}-{i}")),
+        queue_expiry: Duration::from_secs(60),
+        connect_timeout: Duration::from_secs(30),
+        ..RabbitConfig::default()
+    };
+    let bus = RabbitBus::new(config).map_err(|e| e.to_string())?;
+    bus.connect().await.map_err(|e| e.to_string())?;
+    let source = HttpSource::new(
+        uri,
+        Some(ClientAuth::Basic {
+            user: "admin".into(),
+            password: "pw".into(),
+        }),
+        Duration::from_secs(30),
+    )
+    .map_err(|e| e.to_string())?;
+    let bus: Arc<dyn Bus> = Arc::new(bus);
+    let worker = Worker::new(
+        Arc::new(runtime.clone()),
+        Arc::new(source),
+        Some(bus),
+        WorkerConfig {
+            selection: Selection::Apps(vec![app.clone()]),
+            check_in: Duration::from_secs(3600),
+            reconcile_every: Duration::from_secs(3600),
+            stop_grace: Duration::ZERO,
+            ..WorkerConfig::default()
+        },
+    );
+    tokio::spawn(worker.run(std::future::pending::<()>()));
+    Ok(Host { runtime })
+}
+
+/// Times until each of `hosts` runs `app_id`, from `t0`; polled on a thread of its own.
+async fn until_all(
+    hosts: &Arc<Vec<Host>>,
+    app_id: String,
+    t0: Instant,
+    limit: Duration,
+) -> Vec<Duration> {
+    let hosts = Arc::clone(hosts);
+    tokio::task::spawn_blocking(move || {
+        let mut done: Vec<Option<Duration>> = vec![None; hosts.len()];
+        let mut left = hosts.len();
+        while left > 0 && t0.elapsed() < limit {
+            for (i, h) in hosts.iter().enumerate() {
+                if done[i].is_none() && h.on(&app_id) {
+                    done[i] = Some(t0.elapsed());
+                    left -= 1;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        done.into_iter().flatten().collect()
+    })
+    .await
+    .unwrap_or_default()
+}
+
+/// The broker's own fan-out: N consumers, each on its own connection and exclusive queue bound
+/// to a fanout exchange; the time from one publish until each got it.
+async fn broker_fanout(n: usize) -> Result<Vec<Duration>, String> {
+    let exchange = unique("nebula.bench.fanout.");
+    let publisher = Connection::connect(AMQP, ConnectionProperties::default())
+        .await
+        .map_err(|e| e.to_string())?;
+    let pch = publisher
+        .create_channel()
+        .await
+        .map_err(|e| e.to_string())?;
+    pch.exchange_declare(
+        exchange.clone().into(),
+        ExchangeKind::Fanout,
+        ExchangeDeclareOptions {
+            auto_delete: true,
+            ..ExchangeDeclareOptions::default()
+        },
+        FieldTable::default(),
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    let consumers = futures::stream::iter(0..n)
+        .map(|_| {
+            let exchange = exchange.clone();
+            async move {
+                let conn = Connection::connect(AMQP, ConnectionProperties::default()).await?;
+                let ch = conn.create_channel().await?;
+                let q = ch
+                    .queue_declare(
+                        "".into(),
+                        QueueDeclareOptions {
+                            exclusive: true,
+                            auto_delete: true,
+                            ..QueueDeclareOptions::default()
+                        },
+                        FieldTable::default(),
+                    )
+                    .await?;
+                ch.queue_bind(
+                    q.name().clone(),
+                    exchange.into(),
+                    "".into(),
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                )
+                .await?;
+                let consumer = ch
+                    .basic_consume(
+                        q.name().clone(),
+                        "".into(),
+                        BasicConsumeOptions {
+                            no_ack: true,
+                            ..BasicConsumeOptions::default()
+                        },
+                        FieldTable::default(),
+                    )
+                    .await?;
+                Ok::<_, lapin::Error>((conn, consumer))
+            }
+        })
+        .buffer_unordered(64)
+        .collect::<Vec<_>>()
+        .await;
+    let mut conns = Vec::new();
+    let mut waiting = Vec::new();
+    for c in consumers {
+        let (conn, mut consumer) = c.map_err(|e| e.to_string())?;
+        conns.push(conn);
+        waiting.push(tokio::spawn(async move {
+            let _ = consumer.next().await;
+            Instant::now()
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let t0 = Instant::now();
+    pch.basic_publish(
+        exchange.into(),
+        "".into(),
+        BasicPublishOptions::default(),
+        b"{\"bench\":true}",
+        BasicProperties::default(),
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    let mut times = Vec::with_capacity(n);
+    for w in waiting {
+        if let Ok(Ok(at)) = tokio::time::timeout(Duration::from_secs(60), w).await {
+            times.push(at.duration_since(t0));
+        }
+    }
+    for conn in conns {
+        let _ = conn.close(200, "done".into()).await;
+    }
+    let _ = publisher.close(200, "done".into()).await;
+    times.sort();
+    Ok(times)
+}
+
+struct Row {
+    n: usize,
+    p50: Duration,
+    p99: Duration,
+    max: Duration,
+    t: Duration,
+    broker_p50: Duration,
+    broker_max: Duration,
+}
+
+#[tokio::main]
+async fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().is_some_and(|a| a == "memory") {
+        memory().await;
+        return;
+    }
+    let sizes: Vec<usize> = if args.is_empty() {
+        vec![10, 100, 1000, 5000]
+    } else {
+        args.iter().filter_map(|a| a.parse().ok()).collect()
+    };
+    println!("bench_fanout ({} binaries), N = {sizes:?}", profile());
+    let dir = std::env::temp_dir().join(unique("nebula-fanout-"));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let port = free_port();
+    let bind = format!("127.0.0.1:{port}");
+    let _manager = start(
+        "nebula-api-manager",
+        &[
+            "--bind",
+            &bind,
+            "--data-dir",
+            dir.join("data").to_str().expect("utf-8"),
+        ],
+        &[
+            ("BASIC_AUTH_USER", "admin"),
+            ("BASIC_AUTH_PASSWORD", "pw"),
+            ("RABBIT_HOST", "127.0.0.1"),
+            ("RUST_LOG", "warn"),
+        ],
+        &dir.join("manager.log"),
+    );
+    let api = Api::new(port, "admin", "pw");
+    api.wait_ready().await;
+    let app_name = unique("fanout");
+    let app = AppName::parse(&app_name).expect("app name");
+    let spec = json!({"starting_ports": [], "containers_per": {"server": 1},
+        "env_vars": {"MESSAGE": "0"}, "docker_image": IMAGE, "running": true,
+        "networks": ["nebula"], "volumes": [], "devices": [], "privileged": false});
+    let (code, body) = api
+        .call("POST", &format!("/api/apps/{app_name}"), Some(spec))
+        .await;
+    assert_eq!(code, 202, "{body}");
+    let (_, body) = api
+        .call("GET", &format!("/api/apps/{app_name}"), None)
+        .await;
+    let mut app_id = body["app_id"].as_u64().expect("app_id");
+    let uri = format!("http://127.0.0.1:{port}");
+    let run = unique("bench");
+    let mut hosts: Vec<Host> = Vec::new();
+    let mut rows: Vec<Row> = Vec::new();
+    let mut round = 0u64;
+    for &n in &sizes {
+        // The broker's own fan-out for this N, before the workers grow to N.
+        let broker = match broker_fanout(n).await {
+            Ok(t) if t.len() == n => t,
+            Ok(t) => {
+                println!(
+                    "STOP at N = {n}: only {} of {n} raw consumers got the message",
+                    t.len()
+                );
+                break;
+            }
+            Err(e) => {
+                println!("STOP at N = {n}: the broker cannot hold {n} raw consumers: {e}");
+                break;
+            }
+        };
+        let grow = Instant::now();
+        let added = futures::stream::iter(hosts.len()..n)
+            .map(|i| spawn_host(&run, i, &app, &uri))
+            .buffer_unordered(32)
+            .collect::<Vec<_>>()
+            .await;
+        let mut failed = None;
+        for h in added {
+            match h {
+                Ok(h) => hosts.push(h),
+                Err(e) => failed = Some(e),
+            }
+        }
+        if let Some(e) = failed {
+            println!(
+                "STOP at N = {n}: only {} workers connected: {e}",
+                hosts.len()
+            );
+            break;
+        }
+        let shared = Arc::new(std::mem::take(&mut hosts));
+        let synced = until_all(
+            &shared,
+            app_id.to_string(),
+            Instant::now(),
+            Duration::from_secs(300),
+        )
+        .await;
+        if synced.len() < n {
+            println!(
+                "STOP at N = {n}: only {} of {n} workers synced at start",
+                synced.len()
+            );
+            break;
+        }
+        // Let every worker bind its queue after its first sync.
+        tokio::time::sleep(Duration::from_secs(2) + Duration::from_millis(n as u64)).await;
+        println!("N = {n}: {n} workers up and synced in {:?}", grow.elapsed());
+        let mut all = Vec::new();
+        let mut totals = Vec::new();
+        for _ in 0..ROUNDS {
+            round += 1;
+            let t0 = Instant::now();
+            let (code, body) = api
+                .call(
+                    "PUT",
+                    &format!("/api/apps/{app_name}/update"),
+                    Some(json!({"env_vars": {"MESSAGE": round.to_string()}})),
+                )
+                .await;
+            assert_eq!(code, 202, "{body}");
+            app_id += 1;
+            let mut times =
+                until_all(&shared, app_id.to_string(), t0, Duration::from_secs(120)).await;
+            times.sort();
+            let max = times.last().copied().unwrap_or_default();
+            println!(
+                "  round: {}/{n} applied, p50 {} ms, max {} ms",
+                times.len(),
+                ms(percentile(&times, 0.5)),
+                ms(max)
+            );
+            if times.len() < n {
+                println!("STOP: not every worker applied the change in 120 s");
+                print_table(&rows);
+                std::process::exit(1);
+            }
+            totals.push(max);
+            all.extend(times);
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        all.sort();
+        totals.sort();
+        rows.push(Row {
+            n,
+            p50: percentile(&all, 0.5),
+            p99: percentile(&all, 0.99),
+            max: all.last().copied().unwrap_or_default(),
+            t: totals[totals.len() / 2],
+            broker_p50: percentile(&broker, 0.5),
+            broker_max: broker.last().copied().unwrap_or_default(),
+        });
+        hosts = Arc::try_unwrap(shared).unwrap_or_else(|_| panic!("hosts still shared"));
+    }
+    print_table(&rows);
+    let _ = api
+        .call("DELETE", &format!("/api/apps/{app_name}"), None)
+        .await;
+    let _ = std::fs::remove_dir_all(&dir);
+    // Workers run until the process ends (their queues expire 60 s later).
+    std::process::exit(0);
+}
+
+fn print_table(rows: &[Row]) {
+    let base = rows.first().map(|r| r.t);
+    println!();
+    println!(
+        "| N | p50 (ms) | p99 (ms) | max (ms) | T(N) (ms) | T(N)/T(10) | broker p50 (ms) | broker all (ms) |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    for r in rows {
+        let ratio = base.map_or(0.0, |b| r.t.as_secs_f64() / b.as_secs_f64().max(1e-9));
+        println!(
+            "| {} | {} | {} | {} | {} | {ratio:.2} | {} | {} |",
+            r.n,
+            ms(r.p50),
+            ms(r.p99),
+            ms(r.max),
+            ms(r.t),
+            ms(r.broker_p50),
+            ms(r.broker_max)
+        );
+    }
+}
+
+/// RSS of an idle worker manager with 10 containers and of an idle API manager.
+async fn memory() {
+    let dir = std::env::temp_dir().join(unique("nebula-mem-"));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let port = free_port();
+    let bind = format!("127.0.0.1:{port}");
+    let manager = start(
+        "nebula-api-manager",
+        &[
+            "--bind",
+            &bind,
+            "--data-dir",
+            dir.join("data").to_str().expect("utf-8"),
+        ],
+        &[
+            ("BASIC_AUTH_USER", "admin"),
+            ("BASIC_AUTH_PASSWORD", "pw"),
+            ("RABBIT_HOST", "127.0.0.1"),
+        ],
+        &dir.join("manager.log"),
+    );
+    let api = Api::new(port, "admin", "pw");
+    api.wait_ready().await;
+    let app = unique("mem");
+    let spec = json!({"starting_ports": [], "containers_per": {"server": 10},
+        "env_vars": {"MESSAGE": "mem"}, "docker_image": IMAGE, "running": true,
+        "networks": ["nebula"], "volumes": [], "devices": [], "privileged": false});
+    let (code, body) = api
+        .call("POST", &format!("/api/apps/{app}"), Some(spec))
+        .await;
+    assert_eq!(code, 202, "{body}");
+    let uri = format!("http://127.0.0.1:{port}");
+    let worker = start(
+        "nebula-worker-manager",
+        &[],
+        &[
+            ("APP_NAME", app.as_str()),
+            ("NEBULA_MANAGER_URI", &uri),
+            ("NEBULA_MANAGER_AUTH_USER", "admin"),
+            ("NEBULA_MANAGER_AUTH_PASSWORD", "pw"),
+            ("NEBULA_STOP_GRACE", "1"),
+            ("RABBIT_HOST", "127.0.0.1"),
+            ("NEBULA_WORKER_ID", &unique("mem-")),
+        ],
+        &dir.join("worker.log"),
+    );
+    let running = || {
+        let out = Command::new("docker")
+            .args(["ps", "-q", "--filter", &format!("label=app_name={app}")])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).lines().count())
+            .unwrap_or(0);
+        out
+    };
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while running() < 10 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let n = running();
+    // Idle: past a few reconciles and a check-in.
+    tokio::time::sleep(Duration::from_secs(40)).await;
+    println!("bench_fanout memory ({} binaries)", profile());
+    println!("| process | state | VmRSS (MiB) |");
+    println!("|---|---|---|");
+    println!(
+        "| nebula-worker-manager | idle, {n} containers running, on RabbitMQ | {:.1} |",
+        rss_kib(worker.0.id()) as f64 / 1024.0
+    );
+    println!(
+        "| nebula-api-manager | idle, embedded store, on RabbitMQ, 1 app | {:.1} |",
+        rss_kib(manager.0.id()) as f64 / 1024.0
+    );
+    let _ = api.call("DELETE", &format!("/api/apps/{app}"), None).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while running() > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    drop(worker);
+    drop(manager);
+    let _ = std::fs::remove_dir_all(&dir);
+}
