@@ -10,8 +10,8 @@ by hand:
         --host 127.0.0.1 --port 8080 --user admin --password <admin password>
 
 (or NEBULA_SDK_HOST, NEBULA_SDK_PORT, NEBULA_SDK_USER, NEBULA_SDK_PASSWORD). Every SDK call
-group is walked: status, apps, device groups, prune, cron jobs, users, user groups (reports
-join when the report routes land), and a non-admin user created through the SDK, authenticating with Basic and with its refreshed
+group is walked: status, apps, device groups, prune, cron jobs, users, user groups, reports,
+and a non-admin user created through the SDK, authenticating with Basic and with its refreshed
 token (Bearer). Each reply's status code and key fields are checked against the reference
 (shared/reference/nebula.md sections 1.2 and 5), where docs/compatibility.md records no
 deliberate difference. One line is printed per call; the first failure exits 1 with the call,
@@ -533,6 +533,152 @@ def run(args):
         prune_id=3,
     )
 
+    # --- reports ----------------------------------------------------------------------------
+    # Workers POST their reports (the SDK has no call for it); the SDK reads them.
+    now = int(time.time())
+    host_a, host_b = f"{p}host-a", f"{p}host-b"
+    report_auth = "Basic " + base64.b64encode(f"{args.user}:{args.password}".encode()).decode()
+    for hostname, created, updated in ((host_a, now - 100, True), (host_b, now - 50, False), (host_a, now - 10, False)):
+        r = requests.post(
+            base + "/api/v2/reports",
+            headers={"authorization": report_auth, "content-type": "application/json"},
+            data=json.dumps(
+                {
+                    "hostname": hostname,
+                    "device_group": dg,
+                    "report_creation_time": created,
+                    "updated": updated,
+                    "memory_usage": None,
+                    "root_disk_usage": None,
+                    "cpu_usage": {"cores": 2, "used_percent": None},
+                    "apps_containers": [],
+                    "cron_jobs_containers": [],
+                    "current_device_group_config": {},
+                }
+            ),
+            timeout=30,
+        )
+        if r.status_code != 200:
+            raise CheckFailed(f"POST /api/v2/reports ({hostname}): status {r.status_code}, body {r.text}")
+    print("ok   3 worker reports posted (POST /api/v2/reports) -> 200", flush=True)
+
+    def ours(value):
+        return [d for d in value or [] if str(d.get("hostname", "")).startswith(p)]
+
+    def report_page(*expected):
+        """Our reports in the page are exactly `expected` (hostname, report_creation_time) in
+        order."""
+
+        def pred(value):
+            return isinstance(value, list) and [
+                (d.get("hostname"), d.get("report_creation_time")) for d in ours(value)
+            ] == list(expected)
+
+        pred.__doc__ = f"our reports {list(expected)}"
+        return pred
+
+    def oid(value):
+        """{"$oid": <id>}"""
+        return isinstance(value, dict) and nonempty_str(value.get("$oid"))
+
+    # Default arguments: page_size=10, report_creation_time_filter="gt" and no time: every report.
+    def at_most_10(value):
+        """a list of 1 to 10 reports"""
+        return isinstance(value, list) and 1 <= len(value) <= 10
+
+    page = expect("list_reports()", call("list_reports", admin.list_reports), 200, data=at_most_10, last_id=oid)
+    # The manager may hold other reports: page on with last_id (default arguments otherwise)
+    # to the end, which must come, and must hold exactly our three in insertion order.
+    seen = ours(page["data"])
+    for _ in range(10_000):
+        page = call("list_reports", admin.list_reports, last_id=page["last_id"]["$oid"])
+        if page.get("status_code") != 200:
+            raise CheckFailed(f"list_reports(last_id=...): status {page.get('status_code')}; body: {show(page.get('reply'))}")
+        page = page["reply"]
+        if page == {"data": None, "last_id": None}:
+            break
+        if not (at_most_10(page.get("data")) and oid(page.get("last_id"))):
+            raise CheckFailed(f"list_reports(last_id=...): not a page: {show(page)}")
+        seen += ours(page["data"])
+    else:
+        raise CheckFailed("list_reports(last_id=...): 10000 pages and no end")
+    got = [(d.get("hostname"), d.get("report_creation_time")) for d in seen]
+    want = [(host_a, now - 100), (host_b, now - 50), (host_a, now - 10)]
+    if got != want:
+        raise CheckFailed(f"list_reports(last_id=...) to the end: our reports are {got}, expected {want}")
+    print("ok   list_reports(last_id=...) to {\"data\": null, \"last_id\": null} -> 200", flush=True)
+    page = expect(
+        f"list_reports(device_group={dg}, page_size=2)",
+        call("list_reports", admin.list_reports, page_size=2, device_group=dg),
+        200,
+        data=report_page((host_a, now - 100), (host_b, now - 50)),
+        last_id=oid,
+    )
+    page = expect(
+        f"list_reports(device_group={dg}, page_size=2, last_id=...)",
+        call("list_reports", admin.list_reports, page_size=2, device_group=dg, last_id=page["last_id"]["$oid"]),
+        200,
+        data=report_page((host_a, now - 10)),
+        last_id=oid,
+    )
+    expect(
+        f"list_reports(device_group={dg}, last_id=<the last>)",
+        call("list_reports", admin.list_reports, device_group=dg, last_id=page["last_id"]["$oid"]),
+        200,
+        data=None,
+        last_id=None,
+    )
+    expect(
+        f"list_reports(hostname={host_a})",
+        call("list_reports", admin.list_reports, hostname=host_a),
+        200,
+        data=report_page((host_a, now - 100), (host_a, now - 10)),
+    )
+    expect(
+        "list_reports(report_creation_time=now-60) [gt]",
+        call("list_reports", admin.list_reports, device_group=dg, report_creation_time=now - 60),
+        200,
+        data=report_page((host_b, now - 50), (host_a, now - 10)),
+    )
+    for flt, want in (
+        ("eq", [(host_b, now - 50)]),
+        ("ne", [(host_a, now - 100), (host_a, now - 10)]),
+        ("lt", [(host_a, now - 100)]),
+        ("lte", [(host_a, now - 100), (host_b, now - 50)]),
+        ("gte", [(host_b, now - 50), (host_a, now - 10)]),
+    ):
+        expect(
+            f"list_reports(report_creation_time=now-50, report_creation_time_filter={flt})",
+            call(
+                "list_reports",
+                admin.list_reports,
+                device_group=dg,
+                report_creation_time=now - 50,
+                report_creation_time_filter=flt,
+            ),
+            200,
+            data=report_page(*want),
+        )
+    expect(
+        "list_reports(updated=True)",
+        call("list_reports", admin.list_reports, device_group=dg, updated=True),
+        200,
+        data=report_page((host_a, now - 100)),
+    )
+    expect(
+        "list_reports(updated=False, hostname=...)",
+        call("list_reports", admin.list_reports, device_group=dg, updated=False, hostname=host_a),
+        200,
+        data=report_page((host_a, now - 10)),
+    )
+    expect(
+        "list_reports(device_group=<none such>)",
+        call("list_reports", admin.list_reports, device_group=f"{p}nosuchdg"),
+        200,
+        data=None,
+        last_id=None,
+    )
+
     # --- users and user groups --------------------------------------------------------------
     password, token = f"pw-{uuid.uuid4().hex}", f"tok-{uuid.uuid4().hex}"
     expect(
@@ -679,6 +825,7 @@ def run(args):
         access_allowed=False,
     )
     expect(f"[{user} Basic] list_users() [list: authentication only]", call("list_users", basic.list_users), 200, users=has(user))
+    expect(f"[{user} Basic] list_reports() [list: authentication only]", call("list_reports", basic.list_reports), 200)
     expect(
         f"[{user} Basic] list_user({user}) [admin only]",
         call("list_user", basic.list_user, user),
