@@ -413,6 +413,59 @@ impl WorkerManagerConfig {
     }
 }
 
+/// The RabbitMQ bus, when `RABBIT_URL` or `RABBIT_HOST` is set (with `RABBIT_PORT`,
+/// `RABBIT_USER`, `RABBIT_PASSWORD`, `RABBIT_VHOST`); `worker_id` names a worker's durable
+/// queue (`NEBULA_WORKER_ID`, default the host name). Every problem is recorded in `l`.
+pub fn rabbit(l: &mut Layers, worker: bool) -> Option<nebula_rabbit::RabbitConfig> {
+    let mut config = match (l.string("rabbit_url"), l.string("rabbit_host")) {
+        (Some(url), _) => match nebula_rabbit::RabbitConfig::from_url(&url) {
+            Ok(c) => c,
+            Err(e) => {
+                for p in e.problems {
+                    l.error(format!("RABBIT_URL: {p}"));
+                }
+                return None;
+            }
+        },
+        (None, Some(host)) => {
+            let mut c = nebula_rabbit::RabbitConfig {
+                host,
+                ..nebula_rabbit::RabbitConfig::default()
+            };
+            c.port = l.parse("rabbit_port", 5672u16);
+            if let Some(user) = l.string("rabbit_user") {
+                c.user = user;
+            }
+            if let Some(password) = l.string("rabbit_password") {
+                c.password = password;
+            }
+            if let Some(vhost) = l.string("rabbit_vhost") {
+                c.vhost = vhost;
+            }
+            c
+        }
+        (None, None) => return None,
+    };
+    config.queue_expiry = l.seconds(
+        "nebula_rabbit_queue_expiry",
+        config.queue_expiry.as_secs(),
+        1,
+    );
+    if worker {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_owned())
+            .ok();
+        config.worker_id = l
+            .string("nebula_worker_id")
+            .or(host)
+            .filter(|h| !h.is_empty());
+    }
+    for p in config.problems() {
+        l.error(format!("RabbitMQ: {p}"));
+    }
+    Some(config)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -606,57 +659,4 @@ mod tests {
         ApiConfig::read(&mut l, "0.0.0.0:80", false);
         assert!(l.finish().is_err());
     }
-}
-
-/// The RabbitMQ bus, when `RABBIT_URL` or `RABBIT_HOST` is set (with `RABBIT_PORT`,
-/// `RABBIT_USER`, `RABBIT_PASSWORD`, `RABBIT_VHOST`); `worker_id` names a worker's durable
-/// queue (`NEBULA_WORKER_ID`, default the host name). Every problem is recorded in `l`.
-pub fn rabbit(l: &mut Layers, worker: bool) -> Option<nebula_rabbit::RabbitConfig> {
-    let mut config = match (l.string("rabbit_url"), l.string("rabbit_host")) {
-        (Some(url), _) => match nebula_rabbit::RabbitConfig::from_url(&url) {
-            Ok(c) => c,
-            Err(e) => {
-                for p in e.problems {
-                    l.error(format!("RABBIT_URL: {p}"));
-                }
-                return None;
-            }
-        },
-        (None, Some(host)) => {
-            let mut c = nebula_rabbit::RabbitConfig {
-                host,
-                ..nebula_rabbit::RabbitConfig::default()
-            };
-            c.port = l.parse("rabbit_port", 5672u16);
-            if let Some(user) = l.string("rabbit_user") {
-                c.user = user;
-            }
-            if let Some(password) = l.string("rabbit_password") {
-                c.password = password;
-            }
-            if let Some(vhost) = l.string("rabbit_vhost") {
-                c.vhost = vhost;
-            }
-            c
-        }
-        (None, None) => return None,
-    };
-    config.queue_expiry = l.seconds(
-        "nebula_rabbit_queue_expiry",
-        config.queue_expiry.as_secs(),
-        1,
-    );
-    if worker {
-        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .map(|h| h.trim().to_owned())
-            .ok();
-        config.worker_id = l
-            .string("nebula_worker_id")
-            .or(host)
-            .filter(|h| !h.is_empty());
-    }
-    for p in config.problems() {
-        l.error(format!("RabbitMQ: {p}"));
-    }
-    Some(config)
 }

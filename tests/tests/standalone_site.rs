@@ -216,7 +216,9 @@ async fn site_example_end_to_end() {
     loop {
         let mut serving = 0;
         for port in site.ports() {
-            if http_get(port).await.is_some() {
+            // A loaded machine can miss one answer: a port counts as down only if it fails
+            // twice in a row.
+            if http_get(port).await.is_some() || http_get(port).await.is_some() {
                 serving += 1;
             }
         }
