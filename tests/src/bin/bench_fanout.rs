@@ -9,6 +9,10 @@
 //!   cargo build --release --workspace --bins &&
 //!   sh -c 'ulimit -n 65536; target/release/bench_fanout 10 100 1000 5000'
 //!
+//! `BENCH_RABBIT_PORT` picks another broker (default 5672): a broker started with the Debian
+//! defaults holds ~830 sockets (soft `ulimit -n` 1024), too few for N = 1000 plus the raw
+//! consumers; docs/benchmarks.md shows how to start a private one with more.
+//!
 //! `bench_fanout memory` instead prints the RSS of an idle `nebula-worker-manager` managing 10
 //! containers on the local Docker engine and of an idle `nebula-api-manager` (needs the engine
 //! and the test image, `.ci/images.sh`).
@@ -39,7 +43,18 @@ use serde_json::json;
 
 const IMAGE: &str = "127.0.0.1:5000/nebula-test/busybox:latest";
 const ROUNDS: usize = 3;
-const AMQP: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+
+/// The broker's port: `BENCH_RABBIT_PORT`, default 5672.
+fn rabbit_port() -> u16 {
+    std::env::var("BENCH_RABBIT_PORT")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(5672)
+}
+
+fn amqp() -> String {
+    format!("amqp://guest:guest@127.0.0.1:{}/%2f", rabbit_port())
+}
 
 fn sibling(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
@@ -129,6 +144,7 @@ impl Host {
 async fn spawn_host(run: &str, i: usize, app: &AppName, uri: &str) -> Result<Host, String> {
     let runtime = FakeRuntime::new(4, &[IMAGE]);
     let config = RabbitConfig {
+        port: rabbit_port(),
         worker_id: Some(format!("{run}-{i}")),
         queue_expiry: Duration::from_secs(60),
         connect_timeout: Duration::from_secs(30),
@@ -192,7 +208,7 @@ async fn until_all(
 /// to a fanout exchange; the time from one publish until each got it.
 async fn broker_fanout(n: usize) -> Result<Vec<Duration>, String> {
     let exchange = unique("nebula.bench.fanout.");
-    let publisher = Connection::connect(AMQP, ConnectionProperties::default())
+    let publisher = Connection::connect(&amqp(), ConnectionProperties::default())
         .await
         .map_err(|e| e.to_string())?;
     let pch = publisher
@@ -214,7 +230,7 @@ async fn broker_fanout(n: usize) -> Result<Vec<Duration>, String> {
         .map(|_| {
             let exchange = exchange.clone();
             async move {
-                let conn = Connection::connect(AMQP, ConnectionProperties::default()).await?;
+                let conn = Connection::connect(&amqp(), ConnectionProperties::default()).await?;
                 let ch = conn.create_channel().await?;
                 let q = ch
                     .queue_declare(
@@ -309,12 +325,16 @@ async fn main() {
     } else {
         args.iter().filter_map(|a| a.parse().ok()).collect()
     };
-    println!("bench_fanout ({} binaries), N = {sizes:?}", profile());
+    println!(
+        "bench_fanout ({} binaries), broker on 127.0.0.1:{}, N = {sizes:?}",
+        profile(),
+        rabbit_port()
+    );
     let dir = std::env::temp_dir().join(unique("nebula-fanout-"));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let port = free_port();
     let bind = format!("127.0.0.1:{port}");
-    let _manager = start(
+    let manager = start(
         "nebula-api-manager",
         &[
             "--bind",
@@ -326,6 +346,7 @@ async fn main() {
             ("BASIC_AUTH_USER", "admin"),
             ("BASIC_AUTH_PASSWORD", "pw"),
             ("RABBIT_HOST", "127.0.0.1"),
+            ("RABBIT_PORT", &rabbit_port().to_string()),
             ("RUST_LOG", "warn"),
         ],
         &dir.join("manager.log"),
@@ -431,6 +452,7 @@ async fn main() {
             if times.len() < n {
                 println!("STOP: not every worker applied the change in 120 s");
                 print_table(&rows);
+                drop(manager);
                 std::process::exit(1);
             }
             totals.push(max);
@@ -455,7 +477,9 @@ async fn main() {
         .call("DELETE", &format!("/api/apps/{app_name}"), None)
         .await;
     let _ = std::fs::remove_dir_all(&dir);
-    // Workers run until the process ends (their queues expire 60 s later).
+    // exit() runs no destructors: stop the manager first. Workers run until the process ends
+    // (their queues expire 60 s later).
+    drop(manager);
     std::process::exit(0);
 }
 
