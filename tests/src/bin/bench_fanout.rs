@@ -552,12 +552,11 @@ async fn memory() {
         &dir.join("worker.log"),
     );
     let running = || {
-        let out = Command::new("docker")
+        Command::new("docker")
             .args(["ps", "-q", "--filter", &format!("label=app_name={app}")])
             .output()
             .map(|o| String::from_utf8_lossy(&o.stdout).lines().count())
-            .unwrap_or(0);
-        out
+            .unwrap_or(0)
     };
     let deadline = Instant::now() + Duration::from_secs(120);
     while running() < 10 && Instant::now() < deadline {
