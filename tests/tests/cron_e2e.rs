@@ -156,12 +156,20 @@ async fn a_cron_job_runs_on_the_minute_and_is_removed_once_it_exits() {
         .and_then(|unix| unix.parse().ok())
         .unwrap_or_else(|| panic!("{name} is not <job>-<unix time>-1"));
     assert_eq!(scheduled % 60, 0, "{name}: on a minute");
-    let inspect = docker(&[
-        "inspect",
-        "--format",
-        "{{.State.StartedAt}}|{{.HostConfig.RestartPolicy.Name}}|{{index .Config.Labels \"orchestrator\"}}|{{index .Config.Labels \"container_type\"}}",
-        &name,
-    ]);
+    // `docker ps` can list the run between its create and its start: wait for the start.
+    let started_by = Instant::now() + Duration::from_secs(10);
+    let inspect = loop {
+        let inspect = docker(&[
+            "inspect",
+            "--format",
+            "{{.State.StartedAt}}|{{.HostConfig.RestartPolicy.Name}}|{{index .Config.Labels \"orchestrator\"}}|{{index .Config.Labels \"container_type\"}}",
+            &name,
+        ]);
+        if !inspect.starts_with("0001-") || Instant::now() > started_by {
+            break inspect;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     let parts: Vec<&str> = inspect.split('|').collect();
     assert_eq!(parts.len(), 4, "{inspect}");
     #[allow(clippy::cast_precision_loss)]
