@@ -466,6 +466,24 @@ pub fn rabbit(l: &mut Layers, worker: bool) -> Option<nebula_rabbit::RabbitConfi
     Some(config)
 }
 
+/// The MongoDB store, when `MONGO_URL` is set (with `SCHEMA_NAME`, `MONGO_MAX_POOL_SIZE`,
+/// `MONGO_REPORT_TTL`); otherwise the API manager uses the embedded store.
+pub fn mongo(l: &mut Layers) -> Option<nebula_mongo::MongoConfig> {
+    let url = l.string("mongo_url")?;
+    let mut config = nebula_mongo::MongoConfig::new(&url);
+    if let Some(schema) = l.string("schema_name") {
+        config.schema_name = schema;
+    }
+    config.max_pool_size = l.parse("mongo_max_pool_size", config.max_pool_size);
+    config.report_ttl = l.seconds("mongo_report_ttl", config.report_ttl.as_secs(), 1);
+    if let Err(problems) = config.validate() {
+        for p in problems {
+            l.error(format!("MongoDB: {p}"));
+        }
+    }
+    Some(config)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

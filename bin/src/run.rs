@@ -210,13 +210,28 @@ pub async fn standalone(api: ApiConfig, engine: EngineConfig) -> anyhow::Result<
 pub async fn api_manager(
     api: ApiConfig,
     rabbit: Option<nebula_rabbit::RabbitConfig>,
+    mongo: Option<nebula_mongo::MongoConfig>,
 ) -> anyhow::Result<()> {
-    let store = open_store(&api)?;
+    let store: Arc<dyn nebula_core::store::Store> = match mongo {
+        Some(config) => {
+            let store = nebula_mongo::MongoStore::connect(&config)
+                .await
+                .with_context(|| {
+                    format!(
+                        "connect to MongoDB at {}",
+                        nebula_mongo::redact_url(&config.mongo_url)
+                    )
+                })?;
+            tracing::info!(database = store.database_name(), "MongoDB store connected");
+            Arc::new(store)
+        }
+        None => Arc::new(open_store(&api)?),
+    };
     let bus = match rabbit {
         Some(config) => Some(rabbit_bus(config).await?),
         None => None,
     };
-    let manager = Manager::new(Arc::new(store), bus);
+    let manager = Manager::new(store, bus);
     serve(&api, api.auth.clone(), manager, shutdown_signal()).await
 }
 

@@ -33,8 +33,9 @@ fn main() -> ExitCode {
     );
     let api = ApiConfig::read(&mut layers, "0.0.0.0:80", false);
     let rabbit = nebula_bin::config::rabbit(&mut layers, false);
+    let mongo = nebula_bin::config::mongo(&mut layers);
     let checked = layers.finish();
     nebula_bin::run_main("nebula-api-manager", checked, || {
-        nebula_bin::run::api_manager(api, rabbit)
+        nebula_bin::run::api_manager(api, rabbit, mongo)
     })
 }
