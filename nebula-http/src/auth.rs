@@ -566,6 +566,9 @@ pub const ROUTE_RULES: &[RouteRule] = &[
     r("GET", "/api/v2/reports", AUTH),
     r("POST", "/api/v2/reports", AUTH),
     r("GET", "/api/v2/apps/{app}/status", APP_RO),
+    // the OpenAPI document
+    r("GET", "/api/openapi.json", AUTH),
+    r("GET", "/api/v2/openapi.json", AUTH),
 ];
 
 /// The rule of a route: `Ok(None)` when the route has rules but none for this method (the

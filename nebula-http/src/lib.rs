@@ -11,6 +11,7 @@ pub mod auth;
 pub mod client;
 mod dto;
 mod error;
+pub mod openapi;
 mod routes;
 
 pub use error::ApiError;

@@ -74,6 +74,7 @@ pub fn router_with(state: ApiState, options: RouterOptions) -> Router {
             "/apps/{app}/update",
             post(update_full).put(update_patch).patch(update_patch),
         )
+        .route("/openapi.json", get(crate::openapi::serve))
         .layer(Extension(Dialect::V1));
     let v2 = Router::new()
         .route("/status", get(status))
@@ -93,6 +94,7 @@ pub fn router_with(state: ApiState, options: RouterOptions) -> Router {
         .merge(device_groups::routes())
         .merge(reports::routes(options.reports))
         .merge(users::routes())
+        .route("/openapi.json", get(crate::openapi::serve))
         .layer(Extension(Dialect::V2));
     let gate = Gate {
         state: state.clone(),
