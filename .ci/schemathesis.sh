@@ -3,8 +3,8 @@
 # operation of /api/v2/openapi.json, a fixed seed and a bounded number of examples; fails on any
 # 5xx, any status the document does not list, and any body that does not conform to it.
 #
-#   needs: target/debug/nebula-api-manager (`cargo build --workspace --bins`), python3 with
-#   venv, curl, PyPI.
+#   needs: ${CARGO_TARGET_DIR:-target}/debug/nebula-api-manager (`cargo build --workspace --bins`),
+#          python3 with venv, curl, PyPI.
 #   env:   NEBULA_ST_VENV (default /tmp/nebula-venv-st, reused), NEBULA_ST_SEED, NEBULA_ST_EXAMPLES,
 #          NEBULA_PYTHON (default python3), NEBULA_ST_ARGS (more `schemathesis run` arguments).
 set -euo pipefail
@@ -17,7 +17,7 @@ VENV=${NEBULA_ST_VENV:-/tmp/nebula-venv-st}
 SEED=${NEBULA_ST_SEED:-20260522}
 EXAMPLES=${NEBULA_ST_EXAMPLES:-25}
 PYTHON=${NEBULA_PYTHON:-python3}
-BIN=target/debug/nebula-api-manager
+BIN=${CARGO_TARGET_DIR:-target}/debug/nebula-api-manager
 
 [ -x "$BIN" ] || { echo "$BIN is missing: run cargo build --workspace --bins first" >&2; exit 1; }
 
