@@ -118,9 +118,9 @@ pub const DEFAULT_BCRYPT_COST: u32 = 12;
 pub const MIN_BCRYPT_COST: u32 = 4;
 /// The highest bcrypt cost.
 pub const MAX_BCRYPT_COST: u32 = 31;
-/// Longest password or token: bcrypt reads 72 bytes, and longer secrets are refused rather than
-/// silently truncated.
-pub const MAX_SECRET_BYTES: usize = 72;
+/// Longest password or token: bcrypt takes 72 bytes including the NUL it appends, and longer
+/// secrets are refused (400) rather than silently truncated.
+pub const MAX_SECRET_BYTES: usize = 71;
 /// How long a successful verification is remembered.
 const CACHE_TTL: Duration = Duration::from_secs(300);
 /// How many verifications are remembered.

@@ -993,3 +993,42 @@ async fn auth_disabled_allows_everything_and_the_admin_token_works() {
         (StatusCode::FORBIDDEN, json!({"access_allowed": false}))
     );
 }
+
+/// bcrypt takes at most 72 bytes including its NUL terminator: a 72-byte secret is refused
+/// with 400 naming the field, never a 500; 71 bytes work.
+#[tokio::test]
+async fn secrets_at_the_bcrypt_limit() {
+    let api = Api::new();
+    let (code, body) = api
+        .admin(
+            "POST",
+            "/api/v2/users/long",
+            Some(json!({"password": "p".repeat(72)})),
+        )
+        .await;
+    assert_eq!(code, StatusCode::BAD_REQUEST, "{body}");
+    let (code, body) = api
+        .admin(
+            "POST",
+            "/api/v2/users/long",
+            Some(json!({"password": "p".repeat(71), "token": "t".repeat(72)})),
+        )
+        .await;
+    assert_eq!(code, StatusCode::BAD_REQUEST, "{body}");
+    let (code, body) = api
+        .admin(
+            "POST",
+            "/api/v2/users/long",
+            Some(json!({"password": "p".repeat(71), "token": "t".repeat(71)})),
+        )
+        .await;
+    assert_eq!(code, StatusCode::OK, "{body}");
+    let (code, body) = api
+        .admin(
+            "PATCH",
+            "/api/v2/users/long/update",
+            Some(json!({"password": "é".repeat(36)})),
+        )
+        .await;
+    assert_eq!(code, StatusCode::BAD_REQUEST, "{body}");
+}
