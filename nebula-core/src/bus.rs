@@ -5,6 +5,10 @@ use tokio::sync::mpsc;
 
 use crate::model::{App, AppName};
 
+mod reports;
+
+pub use reports::{MAX_BUFFERED_REPORTS, REPORT_PREFETCH, ReportBus};
+
 /// A change, carrying everything a worker needs to apply it (no worker re-reads the store).
 // Messages are built once and moved, so the size difference between variants does not matter.
 #[allow(clippy::large_enum_variant)]
@@ -63,14 +67,15 @@ pub trait Acker: Send + Sync {
     async fn ack(self: Box<Self>) -> Result<(), BusError>;
 }
 
-/// One message received.
-pub struct Delivery {
+/// One message received: a [`BusMessage`] on the [`Bus`], a worker report on the
+/// [`ReportBus`].
+pub struct Delivery<M = BusMessage> {
     /// The message.
-    pub message: BusMessage,
+    pub message: M,
     acker: Option<Box<dyn Acker>>,
 }
 
-impl std::fmt::Debug for Delivery {
+impl<M: std::fmt::Debug> std::fmt::Debug for Delivery<M> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Delivery")
             .field("message", &self.message)
@@ -78,10 +83,10 @@ impl std::fmt::Debug for Delivery {
     }
 }
 
-impl Delivery {
+impl<M> Delivery<M> {
     /// A delivery acknowledged by `acker` (or needing no ack).
     #[must_use]
-    pub fn new(message: BusMessage, acker: Option<Box<dyn Acker>>) -> Self {
+    pub fn new(message: M, acker: Option<Box<dyn Acker>>) -> Self {
         Self { message, acker }
     }
 
@@ -98,21 +103,43 @@ impl Delivery {
 }
 
 /// A stream of deliveries; `None` from [`Subscription::next`] means the connection was lost
-/// and the subscriber should resync and subscribe again.
-#[derive(Debug)]
-pub struct Subscription {
-    rx: mpsc::Receiver<Delivery>,
+/// and the subscriber should resync and subscribe again. Dropping it ends the subscription:
+/// the deliveries it did not acknowledge are delivered again.
+pub struct Subscription<M = BusMessage> {
+    rx: mpsc::Receiver<Delivery<M>>,
+    /// Dropped with the subscription, after `rx`: a backend's hook to take back what was not
+    /// acknowledged.
+    _on_end: Option<Box<dyn Send + Sync>>,
 }
 
-impl Subscription {
+impl<M> std::fmt::Debug for Subscription<M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Subscription").finish_non_exhaustive()
+    }
+}
+
+impl<M> Subscription<M> {
     /// Wraps the receiving end a backend feeds.
     #[must_use]
-    pub fn new(rx: mpsc::Receiver<Delivery>) -> Self {
-        Self { rx }
+    pub fn new(rx: mpsc::Receiver<Delivery<M>>) -> Self {
+        Self { rx, _on_end: None }
+    }
+
+    /// Wraps the receiving end a backend feeds, and `on_end`, dropped when the subscription
+    /// is (after its receiver).
+    #[must_use]
+    pub fn with_end_hook(
+        rx: mpsc::Receiver<Delivery<M>>,
+        on_end: impl Send + Sync + 'static,
+    ) -> Self {
+        Self {
+            rx,
+            _on_end: Some(Box::new(on_end)),
+        }
     }
 
     /// The next delivery, or `None` when the subscription ended.
-    pub async fn next(&mut self) -> Option<Delivery> {
+    pub async fn next(&mut self) -> Option<Delivery<M>> {
         self.rx.recv().await
     }
 }
@@ -142,10 +169,13 @@ pub trait Bus: Send + Sync + 'static {
 
 type Subscriber = (Vec<Topic>, mpsc::Sender<Delivery>);
 
-/// The in-process bus of the single-process mode: tokio channels, nothing durable.
+/// The in-process bus of the single-process mode: tokio channels. App changes reach the
+/// subscribers of the moment; reports wait in memory (at most [`MAX_BUFFERED_REPORTS`]) until
+/// a manager subscribes. Nothing outlives the process.
 #[derive(Clone, Debug, Default)]
 pub struct InProcessBus {
     subscribers: std::sync::Arc<std::sync::Mutex<Vec<Subscriber>>>,
+    reports: std::sync::Arc<std::sync::Mutex<reports::ReportQueue>>,
 }
 
 impl InProcessBus {

@@ -1,18 +1,22 @@
-//! The manager's report commands: store a worker's report under a fresh sortable id, page
-//! through the unexpired ones with the reference's filters, sum them up per app, and sweep the
-//! expired ones.
+//! The manager's report commands: store a worker's report under a fresh sortable id (posted
+//! over HTTP, or taken from the bus by [`Manager::consume_reports`]), page through the
+//! unexpired ones with the reference's filters, sum them up per app, and sweep the expired
+//! ones.
 //!
 //! The [`Store`](crate::store::Store) lists whole collections, so every read here lists every
 //! stored report and filters in memory: the cost is linear in the reports kept, which the TTL
 //! bounds (hosts × reports per host per TTL). Expired reports are skipped by their key alone,
 //! before any decoding.
 
+use std::future::Future;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 
 use super::Manager;
+use crate::bus::ReportBus;
 use crate::model::AppName;
 use crate::report::{
     AppStatusView, InsertDate, ReportError, ReportId, ReportPage, ReportQuery, StoredReport,
@@ -21,6 +25,12 @@ use crate::report::{
 use crate::store::{Collection, Expect, StoreError, Stored};
 use crate::worker::SourceError;
 use crate::worker::report::ReportSink;
+
+/// The first wait before subscribing to reports again; it doubles up to
+/// [`MAX_RESUBSCRIBE_WAIT`] while subscribing or storing keeps failing.
+const FIRST_RESUBSCRIBE_WAIT: Duration = Duration::from_millis(250);
+/// The longest wait before subscribing to reports again.
+const MAX_RESUBSCRIBE_WAIT: Duration = Duration::from_secs(5);
 
 /// How many fresh ids an insert tries before giving up (a clash needs the same nanosecond and
 /// the same 32 random bits).
@@ -189,6 +199,101 @@ impl Manager {
     }
 }
 
+impl Manager {
+    /// Stores the reports workers publish on `bus` until `shutdown` completes. Every API
+    /// manager of a fleet runs this; they share the reports, each stored by one of them.
+    ///
+    /// - A report is acknowledged only after it is stored.
+    /// - When the store fails, the report is not acknowledged: the subscription is ended, so
+    ///   it (and whatever else was delivered and not acknowledged) is delivered again, to this
+    ///   manager after a pause or to another one at once.
+    /// - A report that breaks the validation rules can never be stored: it is acknowledged,
+    ///   dropped and logged (its rules, never its content).
+    /// - When subscribing fails or the subscription ends (a lost connection), the manager
+    ///   subscribes again after a jittered pause: 250 ms doubling to 5 s while failures
+    ///   follow each other, back to 250 ms once a report is stored.
+    pub async fn consume_reports(
+        &self,
+        bus: Arc<dyn ReportBus>,
+        shutdown: impl Future<Output = ()> + Send,
+    ) {
+        tokio::pin!(shutdown);
+        let mut pause = Duration::ZERO;
+        let mut failing = false;
+        loop {
+            if !pause.is_zero() {
+                let wait = pause.mul_f64(rand::random_range(0.5..=1.0));
+                tokio::select! {
+                    () = &mut shutdown => return,
+                    () = tokio::time::sleep(wait) => {}
+                }
+            }
+            let subscribed = tokio::select! {
+                () = &mut shutdown => return,
+                s = bus.subscribe_reports() => s,
+            };
+            let mut subscription = match subscribed {
+                Ok(s) => s,
+                Err(e) => {
+                    pause = next_pause(pause);
+                    if !failing {
+                        tracing::warn!(error = %e, "cannot subscribe to worker reports; retrying");
+                    }
+                    failing = true;
+                    continue;
+                }
+            };
+            if failing {
+                tracing::info!("taking worker reports from the bus again");
+                failing = false;
+            } else {
+                tracing::debug!("taking worker reports from the bus");
+            }
+            loop {
+                let delivery = tokio::select! {
+                    () = &mut shutdown => return,
+                    d = subscription.next() => d,
+                };
+                let Some(delivery) = delivery else {
+                    tracing::warn!("the report subscription ended; subscribing again");
+                    pause = next_pause(pause);
+                    break;
+                };
+                match self.insert_report(delivery.message.clone(), now_ns()).await {
+                    Ok(_) => {
+                        pause = Duration::ZERO;
+                        if let Err(e) = delivery.ack().await {
+                            tracing::warn!(error = %e, "report stored but not acknowledged; it may be stored twice");
+                        }
+                    }
+                    Err(ReportError::Invalid(rules)) => {
+                        let error = ReportError::Invalid(rules);
+                        tracing::warn!(%error, "dropping a report from the bus that can never be stored");
+                        if let Err(e) = delivery.ack().await {
+                            tracing::warn!(error = %e, "ack of a dropped report failed");
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "report not stored; it will be delivered again");
+                        pause = next_pause(pause);
+                        failing = true;
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The pause after `pause` when failures follow each other.
+fn next_pause(pause: Duration) -> Duration {
+    if pause.is_zero() {
+        FIRST_RESUBSCRIBE_WAIT
+    } else {
+        (pause * 2).min(MAX_RESUBSCRIBE_WAIT)
+    }
+}
+
 /// The single-process mode: the worker's reports go straight to the manager.
 #[async_trait]
 impl ReportSink for Manager {
@@ -204,7 +309,10 @@ impl ReportSink for Manager {
 mod tests {
     use std::sync::Arc;
 
+    use std::sync::atomic::AtomicUsize;
+
     use super::*;
+    use crate::bus::{BusError, InProcessBus, Subscription};
     use crate::model::AppSpec;
     use crate::report::{AppStatus, ReportFilter};
     use crate::store::Store;
@@ -300,6 +408,177 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(all.data.len(), 2);
+    }
+
+    /// A store whose report writes fail while `failures` is above zero.
+    #[derive(Debug, Default)]
+    struct FlakyStore {
+        inner: InMemoryStore,
+        failures: AtomicUsize,
+        report_puts: AtomicUsize,
+    }
+
+    #[async_trait]
+    impl Store for FlakyStore {
+        async fn get(&self, coll: Collection, key: &str) -> Result<Option<Stored>, StoreError> {
+            self.inner.get(coll, key).await
+        }
+        async fn list(&self, coll: Collection) -> Result<Vec<(String, Stored)>, StoreError> {
+            self.inner.list(coll).await
+        }
+        async fn put(
+            &self,
+            coll: Collection,
+            key: &str,
+            doc: &serde_json::Value,
+            expect: Expect,
+        ) -> Result<u64, StoreError> {
+            if coll == Collection::Reports {
+                self.report_puts.fetch_add(1, Ordering::SeqCst);
+                let failing = self
+                    .failures
+                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                    .is_ok();
+                if failing {
+                    return Err(StoreError::Unavailable("disk gone".into()));
+                }
+            }
+            self.inner.put(coll, key, doc, expect).await
+        }
+        async fn delete(&self, coll: Collection, key: &str, rev: u64) -> Result<(), StoreError> {
+            self.inner.delete(coll, key, rev).await
+        }
+    }
+
+    /// A report bus whose first `fail_subscribes` subscriptions are refused.
+    struct RefusingBus {
+        bus: InProcessBus,
+        fail_subscribes: AtomicUsize,
+        subscribes: AtomicUsize,
+    }
+
+    #[async_trait]
+    impl ReportBus for RefusingBus {
+        async fn publish_report(&self, report: &WorkerReport) -> Result<(), BusError> {
+            self.bus.publish_report(report).await
+        }
+        async fn subscribe_reports(&self) -> Result<Subscription<WorkerReport>, BusError> {
+            self.subscribes.fetch_add(1, Ordering::SeqCst);
+            if self
+                .fail_subscribes
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok()
+            {
+                return Err(BusError::Unavailable("broker down".into()));
+            }
+            self.bus.subscribe_reports().await
+        }
+    }
+
+    async fn stored_hosts(m: &Manager) -> Vec<String> {
+        let mut hosts: Vec<String> = m
+            .list_reports(&ReportQuery::default(), now_ns(), TTL)
+            .await
+            .unwrap()
+            .data
+            .into_iter()
+            .map(|(_, s)| s.report.hostname)
+            .collect();
+        hosts.sort();
+        hosts
+    }
+
+    /// Waits (in the test's paused time) until `done`, at most a minute.
+    async fn until<F: std::future::Future<Output = bool>>(what: &str, mut done: impl FnMut() -> F) {
+        tokio::time::timeout(Duration::from_secs(60), async {
+            while !done().await {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("{what}"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn reports_from_the_bus_are_stored_once_and_acked_after_the_store() {
+        let store = Arc::new(FlakyStore::default());
+        let m = Manager::new(store.clone(), None);
+        let bus = InProcessBus::new();
+        // Published before any manager listens: they wait.
+        bus.publish_report(&report("a", 1)).await.unwrap();
+        bus.publish_report(&report("b", 1)).await.unwrap();
+        store.failures.store(1, Ordering::SeqCst);
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let consumer = {
+            let (m, bus) = (m.clone(), Arc::new(bus.clone()));
+            tokio::spawn(async move {
+                m.consume_reports(bus, async {
+                    let _ = stopped.await;
+                })
+                .await;
+            })
+        };
+        until("both reports stored", || async {
+            stored_hosts(&m).await.len() == 2
+        })
+        .await;
+        until("every report acknowledged", || async {
+            bus.report_backlog() == 0
+        })
+        .await;
+        assert_eq!(stored_hosts(&m).await, ["a", "b"], "each stored once");
+        assert_eq!(
+            store.report_puts.load(Ordering::SeqCst),
+            3,
+            "the failed write was not acknowledged and came again"
+        );
+
+        // A report that can never be stored is dropped; the next one is stored.
+        bus.publish_report(&report("", 2)).await.unwrap();
+        bus.publish_report(&report("c", 2)).await.unwrap();
+        until("the valid report stored", || async {
+            stored_hosts(&m).await.len() == 3
+        })
+        .await;
+        until("the invalid report acknowledged", || async {
+            bus.report_backlog() == 0
+        })
+        .await;
+        assert_eq!(stored_hosts(&m).await, ["a", "b", "c"]);
+
+        stop.send(()).unwrap();
+        tokio::time::timeout(Duration::from_secs(5), consumer)
+            .await
+            .expect("the consumer stops at shutdown")
+            .unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refused_subscription_is_tried_again() {
+        let m = Manager::new(Arc::new(InMemoryStore::new()), None);
+        let bus = Arc::new(RefusingBus {
+            bus: InProcessBus::new(),
+            fail_subscribes: AtomicUsize::new(3),
+            subscribes: AtomicUsize::new(0),
+        });
+        bus.publish_report(&report("a", 1)).await.unwrap();
+        let started = tokio::time::Instant::now();
+        let consumer = {
+            let (m, bus) = (m.clone(), bus.clone());
+            tokio::spawn(async move { m.consume_reports(bus, std::future::pending()).await })
+        };
+        until("the report stored", || async {
+            stored_hosts(&m).await == ["a"]
+        })
+        .await;
+        assert_eq!(bus.subscribes.load(Ordering::SeqCst), 4);
+        let waited = started.elapsed();
+        assert!(
+            waited >= Duration::from_millis(125 + 250 + 500)
+                && waited <= Duration::from_millis(250 + 500 + 1000 + 100),
+            "three jittered, doubling pauses: {waited:?}"
+        );
+        consumer.abort();
     }
 
     #[tokio::test]

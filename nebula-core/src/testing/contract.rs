@@ -8,11 +8,12 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::bus::{Bus, BusMessage, Topic};
+use crate::bus::{Bus, BusMessage, Delivery, ReportBus, Subscription, Topic};
 use crate::container::{
     ContainerSpec, ContainerState, LABEL_ORCHESTRATOR, NetworkMode, ORCHESTRATOR,
 };
 use crate::model::{App, AppName, AppSpec, RestartMode};
+use crate::report::WorkerReport;
 use crate::runtime::{Runtime, RuntimeError};
 use crate::store::{Collection, Expect, Store, StoreError};
 
@@ -213,6 +214,104 @@ pub async fn bus<B: Bus>(bus: &B, prefix: &str) {
     );
 }
 
+/// The ReportBus contract. `bus` must start with no report waiting and no subscriber (on a
+/// broker: a report queue of the caller's own).
+///
+/// # Panics
+/// When the bus breaks a guarantee of [`ReportBus`].
+pub async fn report_bus<B: ReportBus>(bus: &B, prefix: &str) {
+    let within = Duration::from_secs(10);
+    let report = |i: u64| WorkerReport {
+        hostname: format!("{prefix}-h{i}"),
+        report_creation_time: i,
+        device_group: Some("edge".to_owned()),
+        ..WorkerReport::default()
+    };
+    async fn next(sub: &mut Subscription<WorkerReport>) -> Delivery<WorkerReport> {
+        tokio::time::timeout(Duration::from_secs(10), sub.next())
+            .await
+            .expect("a report in time")
+            .expect("the subscription is open")
+    }
+    async fn nothing_more(sub: &mut Subscription<WorkerReport>, what: &str) {
+        let extra = tokio::time::timeout(Duration::from_millis(500), sub.next()).await;
+        assert!(extra.is_err(), "{what}: {extra:?}");
+    }
+
+    // Published while no manager subscribes: the reports wait for one.
+    for i in 0..3 {
+        bus.publish_report(&report(i)).await.unwrap();
+    }
+    let mut a = bus.subscribe_reports().await.unwrap();
+    for i in 0..3 {
+        let d = next(&mut a).await;
+        assert_eq!(
+            d.message,
+            report(i),
+            "reports that waited come whole, in publish order"
+        );
+        d.ack().await.unwrap();
+    }
+
+    // Competing consumers: each report reaches one of the two subscribers, and both get some.
+    let mut b = bus.subscribe_reports().await.unwrap();
+    for i in 3..9 {
+        bus.publish_report(&report(i)).await.unwrap();
+    }
+    let (by_a, by_b) = tokio::time::timeout(within, async {
+        let (mut by_a, mut by_b) = (Vec::new(), Vec::new());
+        while by_a.len() + by_b.len() < 6 {
+            let (d, to_a) = tokio::select! {
+                d = a.next() => (d.expect("a is open"), true),
+                d = b.next() => (d.expect("b is open"), false),
+            };
+            let seen_by = if to_a { &mut by_a } else { &mut by_b };
+            seen_by.push(d.message.report_creation_time);
+            d.ack().await.unwrap();
+        }
+        (by_a, by_b)
+    })
+    .await
+    .expect("every report delivered in time");
+    let mut all: Vec<u64> = by_a.iter().chain(&by_b).copied().collect();
+    all.sort_unstable();
+    assert_eq!(all, (3..9).collect::<Vec<_>>(), "each report exactly once");
+    assert!(
+        !by_a.is_empty() && !by_b.is_empty(),
+        "the subscribers share the reports: {by_a:?} / {by_b:?}"
+    );
+    nothing_more(&mut a, "no report twice").await;
+    nothing_more(&mut b, "no report twice").await;
+
+    // A report whose subscription ends before the ack comes again, to the other subscriber.
+    bus.publish_report(&report(9)).await.unwrap();
+    let (unacked, to_a) = tokio::time::timeout(within, async {
+        tokio::select! {
+            d = a.next() => (d.expect("a is open"), true),
+            d = b.next() => (d.expect("b is open"), false),
+        }
+    })
+    .await
+    .expect("the report delivered in time");
+    assert_eq!(unacked.message, report(9));
+    let (ended, mut survivor) = if to_a { (a, b) } else { (b, a) };
+    drop(unacked);
+    drop(ended);
+    let again = next(&mut survivor).await;
+    assert_eq!(
+        again.message,
+        report(9),
+        "an unacknowledged report comes again when its subscription ends"
+    );
+    again.ack().await.unwrap();
+
+    // Acknowledged reports are done: a new subscriber gets none of them.
+    nothing_more(&mut survivor, "an acknowledged report does not come again").await;
+    drop(survivor);
+    let mut fresh = bus.subscribe_reports().await.unwrap();
+    nothing_more(&mut fresh, "an acknowledged report does not come again").await;
+}
+
 /// The Runtime contract. `image` must be pullable and runnable with `sleep`; `missing` must
 /// not exist anywhere.
 ///
@@ -316,5 +415,12 @@ mod tests {
     #[tokio::test]
     async fn in_process_bus_passes_the_bus_contract() {
         super::bus(&crate::bus::InProcessBus::new(), "mem").await;
+    }
+
+    #[tokio::test]
+    async fn in_process_bus_passes_the_report_bus_contract() {
+        let bus = crate::bus::InProcessBus::new();
+        super::report_bus(&bus, "mem").await;
+        assert_eq!(bus.report_backlog(), 0, "nothing left behind");
     }
 }

@@ -12,11 +12,13 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
 
 use super::{Selection, SourceError, Worker, unix_now};
+use crate::bus::ReportBus;
 use crate::container::{LABEL_ORCHESTRATOR, LABEL_OWNER, LABEL_SPEC_HASH, ORCHESTRATOR};
 use crate::container::{ObservedContainer, app_container};
 use crate::cron_schedule::cron_job_of;
@@ -33,6 +35,70 @@ use crate::schedule::slot_of;
 pub trait ReportSink: Send + Sync + 'static {
     /// Delivers one report.
     async fn send(&self, report: &WorkerReport) -> Result<(), SourceError>;
+}
+
+/// Reports over the bus, and through `fallback` (the manager's HTTP API) whenever the bus does
+/// not take one, so a broker outage loses no report.
+///
+/// A publish that fails, or is not confirmed within the bus timeout, goes to the fallback at
+/// once. (A publish the broker took although its confirm came too late is then stored twice:
+/// a harmless duplicate of a snapshot.) The switch to the fallback and back is logged once.
+pub struct BusReportSink {
+    bus: Arc<dyn ReportBus>,
+    fallback: Arc<dyn ReportSink>,
+    bus_timeout: Duration,
+    /// Whether the last report went to the fallback.
+    falling_back: AtomicBool,
+}
+
+impl std::fmt::Debug for BusReportSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BusReportSink")
+            .field("bus_timeout", &self.bus_timeout)
+            .field("falling_back", &self.falling_back)
+            .finish_non_exhaustive()
+    }
+}
+
+impl BusReportSink {
+    /// Publishes on `bus`, waiting at most `bus_timeout` (keep it well under the report
+    /// timeout, so the fallback has time), else sends through `fallback`.
+    #[must_use]
+    pub fn new(
+        bus: Arc<dyn ReportBus>,
+        fallback: Arc<dyn ReportSink>,
+        bus_timeout: Duration,
+    ) -> Self {
+        Self {
+            bus,
+            fallback,
+            bus_timeout,
+            falling_back: AtomicBool::new(false),
+        }
+    }
+}
+
+#[async_trait]
+impl ReportSink for BusReportSink {
+    async fn send(&self, report: &WorkerReport) -> Result<(), SourceError> {
+        let failure =
+            match tokio::time::timeout(self.bus_timeout, self.bus.publish_report(report)).await {
+                Ok(Ok(())) => {
+                    if self.falling_back.swap(false, Ordering::Relaxed) {
+                        tracing::info!("reports travel over the bus again");
+                    }
+                    return Ok(());
+                }
+                Ok(Err(e)) => e.to_string(),
+                Err(_) => format!("not confirmed within {} ms", self.bus_timeout.as_millis()),
+            };
+        if self.falling_back.swap(true, Ordering::Relaxed) {
+            tracing::debug!(error = %failure, "report sent over HTTP: the bus does not take it");
+        } else {
+            tracing::warn!(error = %failure, "the bus does not take reports; sending them over HTTP until it does");
+        }
+        self.fallback.send(report).await
+    }
 }
 
 /// The host's usage figures, read at the edge (`/proc` and `statvfs` on the worker's host).

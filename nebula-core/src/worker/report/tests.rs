@@ -317,3 +317,128 @@ async fn the_run_loop_reports_at_every_check_in() {
     stop_tx.send(()).unwrap();
     handle.await.unwrap();
 }
+
+/// A report bus that takes reports, refuses them, or never confirms them, as told.
+#[derive(Default)]
+struct SwitchBus {
+    bus: crate::bus::InProcessBus,
+    mode: Mutex<BusMode>,
+}
+
+#[derive(Clone, Copy, Default)]
+enum BusMode {
+    #[default]
+    Up,
+    Down,
+    Hung,
+}
+
+#[async_trait]
+impl ReportBus for SwitchBus {
+    async fn publish_report(&self, report: &WorkerReport) -> Result<(), crate::bus::BusError> {
+        let mode = *self.mode.lock().unwrap();
+        match mode {
+            BusMode::Up => self.bus.publish_report(report).await,
+            BusMode::Down => Err(crate::bus::BusError::Unavailable("broker down".into())),
+            BusMode::Hung => std::future::pending().await,
+        }
+    }
+
+    async fn subscribe_reports(
+        &self,
+    ) -> Result<crate::bus::Subscription<WorkerReport>, crate::bus::BusError> {
+        self.bus.subscribe_reports().await
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn reports_go_over_the_bus_and_over_http_when_the_bus_does_not_take_them() {
+    let rig = Rig::new();
+    rig.create("a", 8000, 1).await;
+    let bus = Arc::new(SwitchBus::default());
+    let http = Arc::new(Sink::default());
+    let mut w = Worker::new(
+        Arc::new(rig.rt.clone()),
+        Arc::new(rig.manager.clone()),
+        None,
+        WorkerConfig::default(),
+    )
+    .with_reporter(Reporter::new(
+        Arc::new(BusReportSink::new(
+            bus.clone(),
+            http.clone(),
+            Duration::from_secs(2),
+        )),
+        Arc::new(USAGE),
+        ReportConfig {
+            hostname: "host-1".into(),
+            on_update_only: false,
+            timeout: Duration::from_secs(5),
+        },
+    ));
+    w.sync().await.unwrap();
+    w.reconcile().await;
+
+    assert_eq!(w.report().await, ReportOutcome::Sent { updated: true });
+    assert_eq!(bus.bus.report_backlog(), 1, "published on the bus");
+    assert!(http.sent().is_empty(), "not over HTTP");
+
+    *bus.mode.lock().unwrap() = BusMode::Down;
+    assert_eq!(w.report().await, ReportOutcome::Sent { updated: false });
+    assert_eq!(http.sent().len(), 1, "a refused publish goes over HTTP");
+
+    *bus.mode.lock().unwrap() = BusMode::Hung;
+    let start = tokio::time::Instant::now();
+    assert_eq!(w.report().await, ReportOutcome::Sent { updated: false });
+    assert_eq!(
+        start.elapsed(),
+        Duration::from_secs(2),
+        "an unconfirmed publish goes over HTTP after the bus timeout"
+    );
+    assert_eq!(http.sent().len(), 2);
+
+    *http.fail.lock().unwrap() = true;
+    assert_eq!(w.report().await, ReportOutcome::Failed, "both ways down");
+
+    *bus.mode.lock().unwrap() = BusMode::Up;
+    assert_eq!(w.report().await, ReportOutcome::Sent { updated: false });
+    assert_eq!(bus.bus.report_backlog(), 2, "back on the bus");
+    assert_eq!(http.sent().len(), 2);
+
+    // A manager taking reports from the bus stores both, whole.
+    let manager = rig.manager.clone();
+    let consumer = tokio::spawn({
+        let bus = bus.clone();
+        async move { manager.consume_reports(bus, std::future::pending()).await }
+    });
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while bus.bus.report_backlog() > 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the manager takes the reports");
+    let stored = rig
+        .manager
+        .list_reports(
+            &crate::report::ReportQuery::default(),
+            u64::try_from(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_nanos(),
+            )
+            .unwrap(),
+            Duration::from_secs(3600),
+        )
+        .await
+        .unwrap();
+    assert_eq!(stored.data.len(), 2);
+    assert!(
+        stored
+            .data
+            .iter()
+            .all(|(_, s)| s.report.hostname == "host-1" && s.report.apps_status["a"].converged)
+    );
+    consumer.abort();
+}
