@@ -38,6 +38,8 @@ const PERSISTENT: u8 = 2;
 #[derive(Clone)]
 pub struct RabbitBus {
     inner: Arc<Inner>,
+    /// The side of worker reports (`crate::reports`).
+    pub(crate) reports: Arc<crate::reports::ReportLink>,
 }
 
 struct Inner {
@@ -99,6 +101,7 @@ impl RabbitBus {
                 endpoint,
                 state: Mutex::new(State::default()),
             }),
+            reports: Arc::default(),
         })
     }
 
@@ -106,6 +109,13 @@ impl RabbitBus {
     #[must_use]
     pub fn config(&self) -> &RabbitConfig {
         &self.inner.config
+    }
+
+    /// The live connection, opened if there is none (subject to the backoff), for the parts
+    /// of this crate that open channels of their own on it.
+    pub(crate) async fn connection(&self) -> Result<Arc<Connection>, BusError> {
+        let mut state = self.inner.state.lock().await;
+        self.ensure_link(&mut state).await.map(|(conn, _)| conn)
     }
 
     /// Connects now (if not connected) and declares the exchange, so a binary can report an
@@ -129,7 +139,7 @@ impl RabbitBus {
         }
     }
 
-    fn unavailable(&self, what: impl std::fmt::Display) -> BusError {
+    pub(crate) fn unavailable(&self, what: impl std::fmt::Display) -> BusError {
         BusError::Unavailable(format!("RabbitMQ at {}: {what}", self.inner.endpoint))
     }
 
@@ -580,7 +590,7 @@ impl nebula_core::bus::Acker for RabbitAcker {
 }
 
 /// A lapin error in words (lapin's messages never contain the credentials).
-fn describe(e: &lapin::Error) -> String {
+pub(crate) fn describe(e: &lapin::Error) -> String {
     match e.kind() {
         ErrorKind::ProtocolError(amqp) => {
             format!("{} {}", amqp.get_id(), amqp.get_message())
@@ -596,7 +606,7 @@ fn in_exclusive_use(e: &lapin::Error) -> bool {
 }
 
 /// `s` as an AMQP short string (at most 255 bytes).
-fn short(s: &str) -> lapin::Result<ShortString> {
+pub(crate) fn short(s: &str) -> lapin::Result<ShortString> {
     ShortString::try_new(s).map_err(|e| {
         lapin::Error::from(std::io::Error::new(
             std::io::ErrorKind::InvalidInput,

@@ -13,6 +13,12 @@ use crate::wire;
 /// The exchange every change is published to, unless configured otherwise.
 pub const DEFAULT_EXCHANGE: &str = "nebula.apps";
 
+/// The exchange workers publish their reports to, unless configured otherwise.
+pub const DEFAULT_REPORT_EXCHANGE: &str = "nebula.reports";
+
+/// The queue of reports the API managers share, unless configured otherwise.
+pub const DEFAULT_REPORT_QUEUE: &str = "nebula.reports";
+
 /// Longest accepted worker id (a queue name holds at most 255 bytes).
 pub const MAX_WORKER_ID_LEN: usize = 200;
 
@@ -34,6 +40,18 @@ pub struct RabbitConfig {
     pub vhost: String,
     /// The durable topic exchange changes travel through ([`DEFAULT_EXCHANGE`]).
     pub exchange: String,
+    /// The durable direct exchange workers publish their reports to
+    /// ([`DEFAULT_REPORT_EXCHANGE`]).
+    pub report_exchange: String,
+    /// The durable queue of reports, one per fleet, that every API manager takes from
+    /// ([`DEFAULT_REPORT_QUEUE`]). Workers and managers must agree on it.
+    pub report_queue: String,
+    /// The most reports the report queue holds while no manager takes them; beyond it the
+    /// oldest are dropped (`x-max-length`, overflow `drop-head`: a host's next report says
+    /// more), so a fleet without a manager cannot fill the broker. Default 100,000; `None` for
+    /// no limit. Workers and managers must agree on it (the broker refuses a queue declared
+    /// twice with different arguments).
+    pub max_report_queue_length: Option<u32>,
     /// The stable id of this host's worker (e.g. its host name). It names the worker's one
     /// queue, so the queue and the messages in it outlive a disconnect shorter than
     /// [`queue_expiry`](Self::queue_expiry). `None` gives every subscription a private,
@@ -69,6 +87,9 @@ impl Default for RabbitConfig {
             password: "guest".to_owned(),
             vhost: "/".to_owned(),
             exchange: DEFAULT_EXCHANGE.to_owned(),
+            report_exchange: DEFAULT_REPORT_EXCHANGE.to_owned(),
+            report_queue: DEFAULT_REPORT_QUEUE.to_owned(),
+            max_report_queue_length: Some(100_000),
             worker_id: None,
             queue_expiry: Duration::from_secs(600),
             max_queue_length: Some(10_000),
@@ -89,6 +110,9 @@ impl fmt::Debug for RabbitConfig {
             .field("password", &"<redacted>")
             .field("vhost", &self.vhost)
             .field("exchange", &self.exchange)
+            .field("report_exchange", &self.report_exchange)
+            .field("report_queue", &self.report_queue)
+            .field("max_report_queue_length", &self.max_report_queue_length)
             .field("worker_id", &self.worker_id)
             .field("queue_expiry", &self.queue_expiry)
             .field("max_queue_length", &self.max_queue_length)
@@ -199,6 +223,20 @@ impl RabbitConfig {
         check(
             is_amqp_name(&self.exchange) && !self.exchange.starts_with("amq."),
             "the exchange name must be 1 to 200 characters of A-Z a-z 0-9 _ . : - and not start with amq.",
+        );
+        check(
+            is_amqp_name(&self.report_exchange)
+                && !self.report_exchange.starts_with("amq.")
+                && self.report_exchange != self.exchange,
+            "the report exchange name must be 1 to 200 characters of A-Z a-z 0-9 _ . : -, not start with amq. and differ from the exchange of changes",
+        );
+        check(
+            is_amqp_name(&self.report_queue) && !self.report_queue.starts_with("amq."),
+            "the report queue name must be 1 to 200 characters of A-Z a-z 0-9 _ . : - and not start with amq.",
+        );
+        check(
+            self.max_report_queue_length != Some(0),
+            "the maximum report queue length must be at least 1 (or unlimited)",
         );
         if let Some(id) = &self.worker_id {
             check(

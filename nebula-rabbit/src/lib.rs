@@ -105,7 +105,9 @@
 
 mod bus;
 mod config;
+mod reports;
 pub mod wire;
 
 pub use bus::RabbitBus;
 pub use config::{DEFAULT_EXCHANGE, InvalidConfig, MAX_WORKER_ID_LEN, RabbitConfig};
+pub use config::{DEFAULT_REPORT_EXCHANGE, DEFAULT_REPORT_QUEUE};
