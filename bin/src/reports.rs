@@ -1,5 +1,5 @@
-//! Reports at the edge: the report settings, the host's usage read from `/proc` and
-//! `statvfs("/")` on the worker's own host, attaching a reporter to a worker, and the API's
+//! Reports at the edge: the report settings and transport, the host's usage read from `/proc`
+//! and `statvfs("/")` on the worker's own host, attaching a reporter to a worker, and the API's
 //! periodic sweep of expired reports.
 
 use std::path::PathBuf;
@@ -27,6 +27,44 @@ pub struct ReportSettings {
     pub hostname: String,
     /// Longest wait for one report to be accepted (`NEBULA_REPORT_TIMEOUT`, 10 s).
     pub timeout: Duration,
+}
+
+/// How a worker manager sends its reports (`NEBULA_REPORT_TRANSPORT`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReportTransport {
+    /// Published on RabbitMQ for the API managers to take, over HTTP whenever the broker does
+    /// not take one (`bus`, the default with RabbitMQ configured).
+    Bus,
+    /// `POST /api/v2/reports` to the manager (`http`, the default without RabbitMQ).
+    Http,
+}
+
+/// Reads `NEBULA_REPORT_TRANSPORT` (`bus` or `http`); `rabbit` tells whether RabbitMQ is
+/// configured, which `bus` needs and which makes it the default.
+pub fn report_transport(l: &mut Layers, rabbit: bool) -> ReportTransport {
+    let default = if rabbit {
+        ReportTransport::Bus
+    } else {
+        ReportTransport::Http
+    };
+    let Some((value, source)) = l.raw("nebula_report_transport") else {
+        return default;
+    };
+    match value.trim().to_lowercase().as_str() {
+        "" => default,
+        "http" => ReportTransport::Http,
+        "bus" if rabbit => ReportTransport::Bus,
+        "bus" => {
+            l.error(format!(
+                "{source}=bus needs RabbitMQ: set RABBIT_URL or RABBIT_HOST, or report over http"
+            ));
+            default
+        }
+        _ => {
+            l.error(format!("{source}={value:?}: must be bus or http"));
+            default
+        }
+    }
 }
 
 /// A setting under its Nebula name, or else under the original's name.
@@ -277,6 +315,36 @@ mod tests {
         if cfg!(target_os = "linux") {
             assert!(real.memory.is_some() && real.root_disk.is_some());
         }
+    }
+
+    #[test]
+    fn the_transport_is_the_bus_with_rabbitmq_unless_told_otherwise() {
+        let read = |value: Option<&str>, rabbit: bool| {
+            let env: Vec<(String, String)> = value
+                .map(|v| ("NEBULA_REPORT_TRANSPORT".to_owned(), v.to_owned()))
+                .into_iter()
+                .collect();
+            let mut l = Layers::new([], env, None);
+            let transport = report_transport(&mut l, rabbit);
+            (transport, l.finish().map_err(|e| e.0.join("\n")))
+        };
+        assert_eq!(read(None, true), (ReportTransport::Bus, Ok(())));
+        assert_eq!(read(None, false), (ReportTransport::Http, Ok(())));
+        assert_eq!(read(Some("http"), true), (ReportTransport::Http, Ok(())));
+        assert_eq!(read(Some(" BUS "), true), (ReportTransport::Bus, Ok(())));
+        assert_eq!(read(Some(""), true), (ReportTransport::Bus, Ok(())));
+        let (_, err) = read(Some("bus"), false);
+        let err = err.unwrap_err();
+        assert!(
+            err.contains("NEBULA_REPORT_TRANSPORT=bus") && err.contains("RABBIT_HOST"),
+            "{err}"
+        );
+        let (_, err) = read(Some("amqp"), true);
+        let err = err.unwrap_err();
+        assert!(
+            err.contains("NEBULA_REPORT_TRANSPORT=\"amqp\"") && err.contains("bus or http"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use nebula_core::bus::{Bus, InProcessBus};
 use nebula_core::manager::Manager;
+use nebula_core::worker::report::{BusReportSink, ReportSink};
 use nebula_core::worker::{Worker, WorkerConfig};
 use nebula_docker::{DockerConfig, DockerRuntime};
 use nebula_http::auth::{AuthConfig, Authenticator};
@@ -16,6 +17,7 @@ use nebula_redb::RedbStore;
 use tokio::sync::watch;
 
 use crate::config::{ApiConfig, EngineConfig, WorkerManagerConfig};
+use crate::reports::ReportTransport;
 
 /// Installs the log subscriber: `RUST_LOG` (default `info`), JSON when `NEBULA_LOG_FORMAT=json`.
 pub fn init_tracing() {
@@ -227,16 +229,25 @@ pub async fn api_manager(
         }
         None => Arc::new(open_store(&api)?),
     };
-    let bus = match rabbit {
+    let rabbit = match rabbit {
         Some(config) => Some(rabbit_bus(config).await?),
         None => None,
     };
-    let manager = Manager::new(store, bus);
-    serve(&api, api.auth.clone(), manager, shutdown_signal()).await
+    let manager = Manager::new(store, rabbit.clone().map(|b| b as Arc<dyn Bus>));
+    let stop = shutdown_signal();
+    if let Some(rabbit) = rabbit {
+        tracing::info!(queue = %rabbit.config().report_queue, "taking worker reports from RabbitMQ");
+        let (manager, stop) = (manager.clone(), stop.clone());
+        tokio::spawn(async move { manager.consume_reports(rabbit, wait(stop)).await });
+    }
+    serve(&api, api.auth.clone(), manager, stop).await
 }
 
-/// A RabbitMQ bus; a broker that does not answer yet is logged, not fatal (workers poll).
-async fn rabbit_bus(config: nebula_rabbit::RabbitConfig) -> anyhow::Result<Arc<dyn Bus>> {
+/// A RabbitMQ bus; a broker that does not answer yet is logged, not fatal (workers poll, and
+/// report over HTTP).
+async fn rabbit_bus(
+    config: nebula_rabbit::RabbitConfig,
+) -> anyhow::Result<Arc<nebula_rabbit::RabbitBus>> {
     let bus = nebula_rabbit::RabbitBus::new(config).map_err(|e| anyhow::anyhow!("{e}"))?;
     match bus.connect().await {
         Ok(()) => tracing::info!("RabbitMQ connected"),
@@ -248,13 +259,15 @@ async fn rabbit_bus(config: nebula_rabbit::RabbitConfig) -> anyhow::Result<Arc<d
 }
 
 /// `nebula-worker-manager`: one host's worker, syncing from a manager over HTTP and following
-/// the RabbitMQ bus when one is configured.
+/// the RabbitMQ bus when one is configured; it reports over `transport` (the bus falls back to
+/// HTTP for any report the broker does not take).
 ///
 /// # Errors
 /// Start-up failures (engine).
 pub async fn worker_manager(
     config: WorkerManagerConfig,
     rabbit: Option<nebula_rabbit::RabbitConfig>,
+    transport: ReportTransport,
 ) -> anyhow::Result<()> {
     let runtime = docker(&config.engine).await?;
     let source = HttpSource::new(
@@ -270,12 +283,26 @@ pub async fn worker_manager(
     }
     let worker_config: WorkerConfig = config.engine.worker;
     tracing::info!(selection = ?worker_config.selection, check_in_s = worker_config.check_in.as_secs(), "worker starting");
-    let sink: Arc<dyn nebula_core::worker::report::ReportSink> = Arc::new(source.clone());
-    let bus = match rabbit {
+    let http: Arc<dyn ReportSink> = Arc::new(source.clone());
+    let rabbit = match rabbit {
         Some(config) => Some(rabbit_bus(config).await?),
         None => None,
     };
-    let worker = Worker::new(Arc::new(runtime), Arc::new(source), bus, worker_config);
+    let sink = match (&rabbit, transport) {
+        (Some(bus), ReportTransport::Bus) => {
+            tracing::info!(queue = %bus.config().report_queue, "reports over RabbitMQ, over HTTP when the broker does not take one");
+            // Half the report timeout for the broker's confirm leaves the other half to HTTP.
+            let bus_timeout = config.engine.report.timeout / 2;
+            Arc::new(BusReportSink::new(bus.clone(), http, bus_timeout)) as Arc<dyn ReportSink>
+        }
+        _ => http,
+    };
+    let worker = Worker::new(
+        Arc::new(runtime),
+        Arc::new(source),
+        rabbit.map(|b| b as Arc<dyn Bus>),
+        worker_config,
+    );
     let worker = crate::reports::attach(worker, sink, &config.engine.report);
     worker.run(wait(shutdown_signal())).await;
     // Give in-flight logs a moment to flush.

@@ -36,8 +36,9 @@ fn main() -> ExitCode {
     );
     let config = WorkerManagerConfig::read(&mut layers);
     let rabbit = nebula_bin::config::rabbit(&mut layers, true);
+    let transport = nebula_bin::reports::report_transport(&mut layers, rabbit.is_some());
     let checked = layers.finish();
     nebula_bin::run_main("nebula-worker-manager", checked, || {
-        nebula_bin::run::worker_manager(config, rabbit)
+        nebula_bin::run::worker_manager(config, rabbit, transport)
     })
 }
