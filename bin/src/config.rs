@@ -312,6 +312,7 @@ impl EngineConfig {
                 parallelism: parallelism.max(1),
                 registry_auth,
                 owner: None,
+                resync_spread: l.seconds("nebula_resync_spread", 10, 0),
             },
             report: crate::reports::ReportSettings::read(l),
         }
@@ -451,6 +452,7 @@ pub fn rabbit(l: &mut Layers, worker: bool) -> Option<nebula_rabbit::RabbitConfi
         config.queue_expiry.as_secs(),
         1,
     );
+    config.frame_max = l.parse("nebula_rabbit_frame_max", config.frame_max);
     if worker {
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
             .map(|h| h.trim().to_owned())

@@ -127,6 +127,10 @@ pub struct WorkerConfig {
     /// it (or, with a device group, when their app left the group while this worker ran).
     /// A device group worker without one uses `device-group/<name>`.
     pub owner: Option<String>,
+    /// After a lost bus subscription comes back, the HTTP resync waits a random time up to
+    /// this, so a fleet reconnecting after a broker restart does not call its managers all
+    /// at once (what was published meanwhile waits in the worker's queue). 10 s.
+    pub resync_spread: Duration,
 }
 
 impl Default for WorkerConfig {
@@ -140,6 +144,7 @@ impl Default for WorkerConfig {
             parallelism: 16,
             registry_auth: None,
             owner: None,
+            resync_spread: Duration::from_secs(10),
         }
     }
 }
@@ -666,7 +671,8 @@ impl Worker {
         let mut next_check_in = Instant::now();
         let mut next_reconcile = Instant::now() + self.config.reconcile_every;
         let mut resubscribe_at = Instant::now();
-        let mut backoff = Duration::from_millis(200);
+        let mut backoff = FIRST_RESUBSCRIBE;
+        let mut subscribed_before = false;
         loop {
             if subscription.is_none()
                 && let Some(bus) = self.bus.clone()
@@ -675,14 +681,22 @@ impl Worker {
                 match bus.subscribe(&self.config.selection.topics()).await {
                     Ok(s) => {
                         subscription = Some(s);
-                        backoff = Duration::from_millis(200);
-                        // Anything published while we were away is picked up by a full resync.
-                        next_check_in = Instant::now();
+                        backoff = FIRST_RESUBSCRIBE;
+                        // Anything published while we were away is picked up by a full
+                        // resync: at once at start, spread over `resync_spread` after a loss.
+                        let resync = if subscribed_before {
+                            Instant::now() + self.config.resync_spread.mul_f64(rand::random())
+                        } else {
+                            Instant::now()
+                        };
+                        next_check_in = next_check_in.min(resync);
+                        subscribed_before = true;
                     }
                     Err(e) => {
-                        tracing::warn!(error = %e, retry_in_ms = backoff.as_millis(), "bus subscribe failed");
-                        resubscribe_at = Instant::now() + backoff;
-                        backoff = (backoff * 2).min(Duration::from_secs(30));
+                        let wait = jittered(backoff);
+                        tracing::warn!(error = %e, retry_in_ms = wait.as_millis(), "bus subscribe failed");
+                        resubscribe_at = Instant::now() + wait;
+                        backoff = (backoff * 2).min(MAX_RESUBSCRIBE);
                     }
                 }
             }
@@ -711,7 +725,7 @@ impl Worker {
                 Event::Bus(None) => {
                     tracing::warn!("bus subscription lost; resubscribing");
                     subscription = None;
-                    resubscribe_at = Instant::now() + backoff;
+                    resubscribe_at = Instant::now() + jittered(backoff);
                     continue;
                 }
             }
@@ -729,6 +743,18 @@ impl Worker {
         }
         tracing::debug!("worker stopped");
     }
+}
+
+/// The first wait before subscribing again after a loss or a failed attempt; it doubles
+/// per failed attempt up to [`MAX_RESUBSCRIBE`].
+const FIRST_RESUBSCRIBE: Duration = Duration::from_millis(200);
+/// The longest wait between subscribe attempts.
+const MAX_RESUBSCRIBE: Duration = Duration::from_secs(30);
+
+/// `wait` scaled by a random factor in [0.5, 1]: a fleet that lost its broker at the same
+/// moment does not come back in lockstep.
+fn jittered(wait: Duration) -> Duration {
+    wait.mul_f64(rand::random_range(0.5..=1.0))
 }
 
 #[allow(clippy::large_enum_variant)] // one event at a time

@@ -19,6 +19,9 @@ pub const DEFAULT_REPORT_EXCHANGE: &str = "nebula.reports";
 /// The queue of reports the API managers share, unless configured otherwise.
 pub const DEFAULT_REPORT_QUEUE: &str = "nebula.reports";
 
+/// The default [`RabbitConfig::frame_max`]: 8 KiB.
+pub const DEFAULT_FRAME_MAX: u32 = 8192;
+
 /// Longest accepted worker id (a queue name holds at most 255 bytes).
 pub const MAX_WORKER_ID_LEN: usize = 200;
 
@@ -76,6 +79,11 @@ pub struct RabbitConfig {
     /// How long a publish may wait for the broker's confirm, and a subscribe for its queue
     /// and bindings to be declared. Default 10 s.
     pub publish_timeout: Duration,
+    /// The largest AMQP frame this side accepts (`frame_max`, 4,096 to 1,048,576 bytes; the
+    /// broker may lower it). The client keeps two buffers of 32 frames per connection, so
+    /// this sets most of a connection's memory: the default, 8 KiB, costs 512 KiB where the
+    /// broker's 128 KiB costs 8 MiB. A message longer than a frame travels in several.
+    pub frame_max: u32,
 }
 
 impl Default for RabbitConfig {
@@ -97,6 +105,7 @@ impl Default for RabbitConfig {
             heartbeat: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(5),
             publish_timeout: Duration::from_secs(10),
+            frame_max: DEFAULT_FRAME_MAX,
         }
     }
 }
@@ -120,6 +129,7 @@ impl fmt::Debug for RabbitConfig {
             .field("heartbeat", &self.heartbeat)
             .field("connect_timeout", &self.connect_timeout)
             .field("publish_timeout", &self.publish_timeout)
+            .field("frame_max", &self.frame_max)
             .finish()
     }
 }
@@ -194,9 +204,16 @@ impl RabbitConfig {
                     })?;
                     config.heartbeat = Duration::from_secs(secs);
                 }
+                "frame_max" => {
+                    config.frame_max = value.parse().map_err(|_| {
+                        bad(format!(
+                            "RABBIT_URL: frame_max={value} is not a number of bytes"
+                        ))
+                    })?;
+                }
                 other => {
                     return Err(bad(format!(
-                        "RABBIT_URL: unknown parameter {other:?} (supported: heartbeat)"
+                        "RABBIT_URL: unknown parameter {other:?} (supported: heartbeat, frame_max)"
                     )));
                 }
             }
@@ -266,6 +283,10 @@ impl RabbitConfig {
             !self.publish_timeout.is_zero(),
             "the publish timeout must be positive",
         );
+        check(
+            (4096..=1_048_576).contains(&self.frame_max),
+            "frame_max must be 4096 to 1048576 bytes",
+        );
         problems
     }
 
@@ -288,10 +309,11 @@ impl RabbitConfig {
             hash.update([0]);
         }
         hash.update(format!(
-            "exchange={};expires={};max={:?}",
+            "exchange={};expires={};max={:?};version={}",
             self.exchange,
             self.queue_expiry.as_millis(),
-            self.max_queue_length
+            self.max_queue_length,
+            crate::bus::CLASSIC_QUEUE_VERSION
         ));
         let digest = hash.finalize();
         let short: String = digest[..4].iter().map(|b| format!("{b:02x}")).collect();
@@ -337,6 +359,12 @@ mod tests {
             ("10.1.2.3", 5673, "nebula", "p@ss")
         );
         assert_eq!((c.vhost.as_str(), c.heartbeat.as_secs()), ("prod", 7));
+        assert_eq!(c.frame_max, DEFAULT_FRAME_MAX);
+        let c = RabbitConfig::from_url("amqp://h?frame_max=131072").unwrap();
+        assert_eq!(c.frame_max, 131_072);
+        assert!(c.problems().is_empty(), "{:?}", c.problems());
+        let c = RabbitConfig::from_url("amqp://h?frame_max=1").unwrap();
+        assert!(c.problems()[0].contains("frame_max"), "{:?}", c.problems());
 
         let c = RabbitConfig::from_url("amqp://rabbit.example").unwrap();
         assert_eq!(
@@ -356,7 +384,8 @@ mod tests {
         for url in [
             "amqps://u:topsecret@h",
             "http://u:topsecret@h",
-            "amqp://u:topsecret@h?frame_max=1",
+            "amqp://u:topsecret@h?frame_max=x",
+            "amqp://u:topsecret@h?channel_max=1",
             "amqp://u:topsecret@h?heartbeat=x",
             "not a url topsecret",
         ] {
@@ -374,9 +403,10 @@ mod tests {
             worker_id: Some("has space".to_owned()),
             queue_expiry: Duration::ZERO,
             prefetch: 0,
+            frame_max: 100,
             ..RabbitConfig::default()
         };
-        assert_eq!(config.problems().len(), 6, "{:?}", config.problems());
+        assert_eq!(config.problems().len(), 7, "{:?}", config.problems());
         assert!(RabbitConfig::default().problems().is_empty());
     }
 

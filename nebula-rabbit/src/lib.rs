@@ -153,5 +153,7 @@ mod reports;
 pub mod wire;
 
 pub use bus::RabbitBus;
-pub use config::{DEFAULT_EXCHANGE, InvalidConfig, MAX_WORKER_ID_LEN, RabbitConfig};
-pub use config::{DEFAULT_REPORT_EXCHANGE, DEFAULT_REPORT_QUEUE};
+pub use config::{
+    DEFAULT_EXCHANGE, DEFAULT_FRAME_MAX, DEFAULT_REPORT_EXCHANGE, DEFAULT_REPORT_QUEUE,
+    InvalidConfig, MAX_WORKER_ID_LEN, RabbitConfig,
+};

@@ -751,3 +751,120 @@ async fn a_group_worker_waits_for_its_group_and_polls_changes() {
     stop_tx.send(()).unwrap();
     handle.await.unwrap();
 }
+
+/// A bus whose subscriptions can all be cut at once, as a broker restart does.
+#[derive(Clone, Default)]
+struct CuttableBus {
+    inner: InProcessBus,
+    forwards: Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+}
+
+impl CuttableBus {
+    fn cut_all(&self) {
+        for f in self.forwards.lock().unwrap().drain(..) {
+            f.abort();
+        }
+    }
+}
+
+#[async_trait]
+impl Bus for CuttableBus {
+    async fn publish(&self, message: &BusMessage) -> Result<(), crate::bus::BusError> {
+        self.inner.publish(message).await
+    }
+    async fn subscribe(&self, topics: &[Topic]) -> Result<Subscription, crate::bus::BusError> {
+        let mut inner = self.inner.subscribe(topics).await?;
+        let (tx, rx) = tokio::sync::mpsc::channel(8);
+        let forward = tokio::spawn(async move {
+            while let Some(d) = inner.next().await {
+                if tx.send(d).await.is_err() {
+                    break;
+                }
+            }
+        });
+        self.forwards.lock().unwrap().push(forward);
+        Ok(Subscription::new(rx))
+    }
+}
+
+/// A source that records when each fetch happened.
+struct Clocked {
+    fetches: std::sync::Mutex<Vec<tokio::time::Instant>>,
+}
+
+#[async_trait]
+impl DesiredSource for Clocked {
+    async fn fetch(&self, _: &Selection) -> Result<DesiredState, SourceError> {
+        self.fetches
+            .lock()
+            .unwrap()
+            .push(tokio::time::Instant::now());
+        Ok(DesiredState::Apps(Vec::new()))
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_fleet_that_lost_its_broker_resyncs_spread_out_not_at_once() {
+    const WORKERS: usize = 40;
+    let spread = Duration::from_secs(10);
+    let bus = CuttableBus::default();
+    let (stop_tx, _) = tokio::sync::broadcast::channel::<()>(1);
+    let mut sources = Vec::new();
+    let mut handles = Vec::new();
+    for _ in 0..WORKERS {
+        let source = Arc::new(Clocked {
+            fetches: std::sync::Mutex::new(Vec::new()),
+        });
+        let w = Worker::new(
+            Arc::new(FakeRuntime::new(2, &[IMAGE])),
+            source.clone(),
+            Some(Arc::new(bus.clone())),
+            WorkerConfig {
+                check_in: Duration::from_secs(3600),
+                resync_spread: spread,
+                ..WorkerConfig::default()
+            },
+        );
+        let mut stop = stop_tx.subscribe();
+        handles.push(tokio::spawn(w.run(async move {
+            let _ = stop.recv().await;
+        })));
+        sources.push(source);
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    for s in &sources {
+        assert_eq!(s.fetches.lock().unwrap().len(), 1, "one sync at start");
+    }
+
+    let cut = tokio::time::Instant::now();
+    bus.cut_all();
+    tokio::time::sleep(spread + Duration::from_secs(2)).await;
+    let mut resyncs = Vec::new();
+    for s in &sources {
+        let fetches = s.fetches.lock().unwrap();
+        assert_eq!(fetches.len(), 2, "exactly one resync after the loss");
+        let after = fetches[1] - cut;
+        assert!(
+            after <= spread + Duration::from_secs(1),
+            "resync within the spread (plus the resubscribe backoff): {after:?}"
+        );
+        resyncs.push(after);
+    }
+    resyncs.sort();
+    let (first, last) = (resyncs[0], resyncs[WORKERS - 1]);
+    assert!(
+        last - first >= spread / 2,
+        "resyncs spread over the window, not at once: {first:?}..{last:?}"
+    );
+    let mut distinct = resyncs.clone();
+    distinct.dedup();
+    assert!(
+        distinct.len() >= WORKERS * 3 / 4,
+        "few workers share an instant: {} distinct of {WORKERS}",
+        distinct.len()
+    );
+    let _ = stop_tx.send(());
+    for h in handles {
+        h.await.unwrap();
+    }
+}

@@ -19,11 +19,13 @@
 //!
 //! The binaries used are the ones next to this executable (release or debug, printed).
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use async_trait::async_trait;
 use futures::StreamExt;
 use lapin::options::{
     BasicConsumeOptions, BasicPublishOptions, ExchangeDeclareOptions, QueueBindOptions,
@@ -32,8 +34,11 @@ use lapin::options::{
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Connection, ConnectionProperties, ExchangeKind};
 use nebula_core::bus::Bus;
-use nebula_core::container::LABEL_APP_ID;
+use nebula_core::container::{ContainerId, ContainerSpec, LABEL_APP_ID, ObservedContainer};
+
 use nebula_core::model::AppName;
+use nebula_core::runtime::{RegistryAuth, Runtime, RuntimeError};
+use nebula_core::schedule::HostResources;
 use nebula_core::testing::FakeRuntime;
 use nebula_core::worker::{Selection, Worker, WorkerConfig};
 use nebula_http::client::{ClientAuth, HttpSource};
@@ -52,8 +57,30 @@ fn rabbit_port() -> u16 {
         .unwrap_or(5672)
 }
 
+/// The idle time between rounds: `BENCH_PAUSE_MS`, default 5,000.
+fn pause() -> Duration {
+    Duration::from_millis(
+        std::env::var("BENCH_PAUSE_MS")
+            .ok()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(5000),
+    )
+}
+
+/// The `frame_max` of every connection: `BENCH_FRAME_MAX`, default the workers' default.
+fn frame_max() -> u32 {
+    std::env::var("BENCH_FRAME_MAX")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(nebula_rabbit::DEFAULT_FRAME_MAX)
+}
+
 fn amqp() -> String {
-    format!("amqp://guest:guest@127.0.0.1:{}/%2f", rabbit_port())
+    format!(
+        "amqp://guest:guest@127.0.0.1:{}/%2f?frame_max={}",
+        rabbit_port(),
+        frame_max()
+    )
 }
 
 fn sibling(name: &str) -> PathBuf {
@@ -110,6 +137,64 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// CPU time (user + system) a process has used, from `/proc/<pid>/stat` (clock ticks of
+/// 10 ms: the Linux default `USER_HZ` of 100).
+fn cpu_time(pid: &str) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the parenthesised command name; utime and stime are the 14th and 15th.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks: u64 = fields
+        .get(11..13)
+        .map(|f| f.iter().filter_map(|v| v.parse::<u64>().ok()).sum())
+        .unwrap_or(0);
+    Duration::from_millis(ticks * 10)
+}
+
+/// Every RabbitMQ node on this machine (`beam.smp` processes): the broker's CPU is theirs.
+fn broker_pids() -> Vec<String> {
+    std::fs::read_dir("/proc")
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|pid| pid.bytes().all(|b| b.is_ascii_digit()))
+                .filter(|pid| {
+                    std::fs::read(format!("/proc/{pid}/cmdline"))
+                        .is_ok_and(|c| String::from_utf8_lossy(&c).contains("beam.smp"))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// CPU used so far by the broker, this process (the simulated hosts) and the API manager.
+#[derive(Clone, Copy, Default)]
+struct Cpu {
+    broker: Duration,
+    hosts: Duration,
+    manager: Duration,
+}
+
+impl Cpu {
+    fn now(manager: u32) -> Self {
+        Self {
+            broker: broker_pids().iter().map(|p| cpu_time(p)).sum(),
+            hosts: cpu_time("self"),
+            manager: cpu_time(&manager.to_string()),
+        }
+    }
+
+    fn since(self, before: Self) -> Self {
+        Self {
+            broker: self.broker.saturating_sub(before.broker),
+            hosts: self.hosts.saturating_sub(before.hosts),
+            manager: self.manager.saturating_sub(before.manager),
+        }
+    }
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
@@ -127,27 +212,75 @@ fn ms(d: Duration) -> String {
     format!("{:.1}", d.as_secs_f64() * 1000.0)
 }
 
-/// One simulated host.
+/// One simulated host: its in-memory engine, wrapped so that each container creation is
+/// time-stamped by the app version it runs. The stamp is taken inside the worker's own call,
+/// so the bench's polling neither delays the workers nor blurs the times.
 struct Host {
-    runtime: FakeRuntime,
+    stamps: Arc<Mutex<HashMap<String, Instant>>>,
 }
 
 impl Host {
-    fn on(&self, app_id: &str) -> bool {
-        self.runtime
-            .containers()
-            .values()
-            .any(|c| c.label(LABEL_APP_ID) == Some(app_id))
+    /// When this host first created a container of app version `app_id`.
+    fn applied(&self, app_id: &str) -> Option<Instant> {
+        self.stamps.lock().ok()?.get(app_id).copied()
+    }
+}
+
+/// A [`FakeRuntime`] that remembers when it first created a container of each `app_id`.
+struct Stamped {
+    inner: FakeRuntime,
+    stamps: Arc<Mutex<HashMap<String, Instant>>>,
+}
+
+#[async_trait]
+impl Runtime for Stamped {
+    async fn host(&self) -> Result<HostResources, RuntimeError> {
+        self.inner.host().await
+    }
+    async fn list(&self, labels: &[(&str, &str)]) -> Result<Vec<ObservedContainer>, RuntimeError> {
+        self.inner.list(labels).await
+    }
+    async fn create(&self, spec: &ContainerSpec) -> Result<ContainerId, RuntimeError> {
+        let id = self.inner.create(spec).await?;
+        if let Some(app_id) = spec.labels.get(LABEL_APP_ID)
+            && let Ok(mut stamps) = self.stamps.lock()
+        {
+            stamps.entry(app_id.clone()).or_insert_with(Instant::now);
+        }
+        Ok(id)
+    }
+    async fn start(&self, id: &ContainerId) -> Result<(), RuntimeError> {
+        self.inner.start(id).await
+    }
+    async fn restart(&self, id: &ContainerId) -> Result<(), RuntimeError> {
+        self.inner.restart(id).await
+    }
+    async fn remove(&self, id: &ContainerId, grace: Duration) -> Result<(), RuntimeError> {
+        self.inner.remove(id, grace).await
+    }
+    async fn pull(&self, image: &str, auth: Option<&RegistryAuth>) -> Result<(), RuntimeError> {
+        self.inner.pull(image, auth).await
+    }
+    async fn has_image(&self, image: &str) -> Result<bool, RuntimeError> {
+        self.inner.has_image(image).await
+    }
+    async fn prune_images(&self) -> Result<u64, RuntimeError> {
+        self.inner.prune_images().await
     }
 }
 
 async fn spawn_host(run: &str, i: usize, app: &AppName, uri: &str) -> Result<Host, String> {
-    let runtime = FakeRuntime::new(4, &[IMAGE]);
+    let stamps = Arc::new(Mutex::new(HashMap::new()));
+    let runtime = Stamped {
+        inner: FakeRuntime::new(4, &[IMAGE]),
+        stamps: Arc::clone(&stamps),
+    };
     let config = RabbitConfig {
         port: rabbit_port(),
         worker_id: Some(format!("{run}-{i}")),
         queue_expiry: Duration::from_secs(60),
         connect_timeout: Duration::from_secs(30),
+        frame_max: frame_max(),
         ..RabbitConfig::default()
     };
     let bus = RabbitBus::new(config).map_err(|e| e.to_string())?;
@@ -163,7 +296,7 @@ async fn spawn_host(run: &str, i: usize, app: &AppName, uri: &str) -> Result<Hos
     .map_err(|e| e.to_string())?;
     let bus: Arc<dyn Bus> = Arc::new(bus);
     let worker = Worker::new(
-        Arc::new(runtime.clone()),
+        Arc::new(runtime),
         Arc::new(source),
         Some(bus),
         WorkerConfig {
@@ -175,10 +308,11 @@ async fn spawn_host(run: &str, i: usize, app: &AppName, uri: &str) -> Result<Hos
         },
     );
     tokio::spawn(worker.run(std::future::pending::<()>()));
-    Ok(Host { runtime })
+    Ok(Host { stamps })
 }
 
-/// Times until each of `hosts` runs `app_id`, from `t0`; polled on a thread of its own.
+/// Times until each of `hosts` runs `app_id`, from `t0` (the hosts' own stamps; polled every
+/// 10 ms on a thread of its own only to learn when all are done).
 async fn until_all(
     hosts: &Arc<Vec<Host>>,
     app_id: String,
@@ -191,12 +325,14 @@ async fn until_all(
         let mut left = hosts.len();
         while left > 0 && t0.elapsed() < limit {
             for (i, h) in hosts.iter().enumerate() {
-                if done[i].is_none() && h.on(&app_id) {
-                    done[i] = Some(t0.elapsed());
+                if done[i].is_none()
+                    && let Some(at) = h.applied(&app_id)
+                {
+                    done[i] = Some(at.saturating_duration_since(t0));
                     left -= 1;
                 }
             }
-            std::thread::sleep(Duration::from_millis(1));
+            std::thread::sleep(Duration::from_millis(10));
         }
         done.into_iter().flatten().collect()
     })
@@ -311,6 +447,8 @@ struct Row {
     t: Duration,
     broker_p50: Duration,
     broker_max: Duration,
+    /// CPU per round (median round by broker CPU).
+    cpu: Cpu,
 }
 
 #[tokio::main]
@@ -424,11 +562,18 @@ async fn main() {
         }
         // Let every worker bind its queue after its first sync.
         tokio::time::sleep(Duration::from_secs(2) + Duration::from_millis(n as u64)).await;
-        println!("N = {n}: {n} workers up and synced in {:?}", grow.elapsed());
+        println!(
+            "N = {n}: {n} workers up and synced in {:?}; this process (hosts) holds {:.0} MiB RSS",
+            grow.elapsed(),
+            rss_kib(std::process::id()) as f64 / 1024.0
+        );
+        tokio::time::sleep(pause()).await;
         let mut all = Vec::new();
         let mut totals = Vec::new();
+        let mut cpus: Vec<Cpu> = Vec::new();
         for _ in 0..ROUNDS {
             round += 1;
+            let cpu0 = Cpu::now(manager.0.id());
             let t0 = Instant::now();
             let (code, body) = api
                 .call(
@@ -457,11 +602,25 @@ async fn main() {
             }
             totals.push(max);
             all.extend(times);
+            // Let the acks and the confirm's disk writes finish before reading the CPU.
             tokio::time::sleep(Duration::from_millis(500)).await;
+            let cpu = Cpu::now(manager.0.id()).since(cpu0);
+            // Changes of a real fleet come minutes apart: the broker's idle queue processes
+            // hibernate after a few seconds, and waking them is part of the cost.
+            tokio::time::sleep(pause()).await;
+            println!(
+                "  cpu: broker {} ms, hosts {} ms, manager {} ms",
+                ms(cpu.broker),
+                ms(cpu.hosts),
+                ms(cpu.manager)
+            );
+            cpus.push(cpu);
         }
         all.sort();
         totals.sort();
+        cpus.sort_by_key(|c| c.broker);
         rows.push(Row {
+            cpu: cpus[cpus.len() / 2],
             n,
             p50: percentile(&all, 0.5),
             p99: percentile(&all, 0.99),
@@ -487,13 +646,14 @@ fn print_table(rows: &[Row]) {
     let base = rows.first().map(|r| r.t);
     println!();
     println!(
-        "| N | p50 (ms) | p99 (ms) | max (ms) | T(N) (ms) | T(N)/T(10) | broker p50 (ms) | broker all (ms) |"
+        "| N | p50 (ms) | p99 (ms) | max (ms) | T(N) (ms) | T(N)/T(10) | broker p50 (ms) | broker all (ms) | T(N) / broker all |"
     );
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|");
     for r in rows {
         let ratio = base.map_or(0.0, |b| r.t.as_secs_f64() / b.as_secs_f64().max(1e-9));
+        let floor = r.t.as_secs_f64() / r.broker_max.as_secs_f64().max(1e-9);
         println!(
-            "| {} | {} | {} | {} | {} | {ratio:.2} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {ratio:.2} | {} | {} | {floor:.2} |",
             r.n,
             ms(r.p50),
             ms(r.p99),
@@ -501,6 +661,24 @@ fn print_table(rows: &[Row]) {
             ms(r.t),
             ms(r.broker_p50),
             ms(r.broker_max)
+        );
+    }
+    println!();
+    println!(
+        "CPU per change (median round): | N | broker (ms) | broker per host (us) | simulated hosts (ms) | per host (us) | API manager (ms) |"
+    );
+    println!("|---|---|---|---|---|---|");
+    for r in rows {
+        #[allow(clippy::cast_precision_loss)]
+        let per = |d: Duration| d.as_secs_f64() * 1e6 / r.n as f64;
+        println!(
+            "| {} | {} | {:.0} | {} | {:.0} | {} |",
+            r.n,
+            ms(r.cpu.broker),
+            per(r.cpu.broker),
+            ms(r.cpu.hosts),
+            per(r.cpu.hosts),
+            ms(r.cpu.manager)
         );
     }
 }
