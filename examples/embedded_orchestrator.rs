@@ -77,10 +77,17 @@ impl Host {
             .expect("every manager command publishes a message")
             .expect("the bus is open");
         let what = match &delivery.message {
-            BusMessage::AppChanged { app } => {
+            BusMessage::AppChanged { app, .. } => {
                 format!("app {} changed, app_id {}", app.app_name, app.app_id)
             }
             BusMessage::AppDeleted { app_name, .. } => format!("app {app_name} deleted"),
+            BusMessage::DeviceGroupChanged { device_group, info } => format!(
+                "device group {device_group} changed, device_group_id {}",
+                info.device_group_id
+            ),
+            BusMessage::DeviceGroupDeleted { device_group, .. } => {
+                format!("device group {device_group} deleted")
+            }
         };
         let taken = self.worker.apply(delivery.message.clone());
         println!(

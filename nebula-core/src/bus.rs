@@ -3,6 +3,7 @@
 use async_trait::async_trait;
 use tokio::sync::mpsc;
 
+use crate::device_group::{DeviceGroupInfo, DeviceGroupName};
 use crate::model::{App, AppName};
 
 mod reports;
@@ -10,6 +11,9 @@ mod reports;
 pub use reports::{MAX_BUFFERED_REPORTS, REPORT_PREFETCH, ReportBus};
 
 /// A change, carrying everything a worker needs to apply it (no worker re-reads the store).
+///
+/// Each message says whom it is for ([`BusMessage::topics`]): a subscriber gets it once when
+/// any of its topics matches any of them ([`BusMessage::is_for`]).
 // Messages are built once and moved, so the size difference between variants does not matter.
 #[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -19,6 +23,11 @@ pub enum BusMessage {
     AppChanged {
         /// The new document.
         app: App,
+        /// The device groups that list the app (filled in by the manager when it publishes),
+        /// whose workers are told too. Absent from older envelopes, which reach the app's
+        /// subscribers only.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        device_groups: Vec<DeviceGroupName>,
     },
     /// An app was deleted.
     AppDeleted {
@@ -26,36 +35,116 @@ pub enum BusMessage {
         app_name: AppName,
         /// The incarnation that was deleted (a later one is not affected).
         incarnation: u64,
+        /// The device groups that listed the app, whose workers are told too.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        device_groups: Vec<DeviceGroupName>,
+    },
+    /// A device group was created or changed (membership, prune request, or a document of
+    /// one of its apps or cron jobs): its whole state, as `/info` serves it.
+    DeviceGroupChanged {
+        /// The group.
+        device_group: DeviceGroupName,
+        /// The group's whole desired state: versions, apps and cron jobs with their documents.
+        info: DeviceGroupInfo,
+    },
+    /// A device group was deleted.
+    DeviceGroupDeleted {
+        /// The group.
+        device_group: DeviceGroupName,
+        /// The incarnation that was deleted (a later one is not affected).
+        incarnation: u64,
     },
 }
 
 impl BusMessage {
-    /// The app the message is about.
+    /// An app change for the app's subscribers only.
     #[must_use]
-    pub fn app_name(&self) -> &AppName {
+    pub fn app_changed(app: App) -> Self {
+        Self::AppChanged {
+            app,
+            device_groups: Vec::new(),
+        }
+    }
+
+    /// The app the message is about, if it is about one.
+    #[must_use]
+    pub fn app_name(&self) -> Option<&AppName> {
         match self {
-            Self::AppChanged { app } => &app.app_name,
-            Self::AppDeleted { app_name, .. } => app_name,
+            Self::AppChanged { app, .. } => Some(&app.app_name),
+            Self::AppDeleted { app_name, .. } => Some(app_name),
+            Self::DeviceGroupChanged { .. } | Self::DeviceGroupDeleted { .. } => None,
+        }
+    }
+
+    /// Whom the message is for, without repeats; the first is what it is about. An app
+    /// message is for [`Topic::App`] of its app and [`Topic::DeviceGroup`] of each group that
+    /// lists it; a group message for [`Topic::DeviceGroup`] of its group.
+    #[must_use]
+    pub fn topics(&self) -> Vec<Topic> {
+        let (first, groups): (Topic, &[DeviceGroupName]) = match self {
+            Self::AppChanged { app, device_groups } => {
+                (Topic::App(app.app_name.clone()), device_groups)
+            }
+            Self::AppDeleted {
+                app_name,
+                device_groups,
+                ..
+            } => (Topic::App(app_name.clone()), device_groups),
+            Self::DeviceGroupChanged { device_group, .. }
+            | Self::DeviceGroupDeleted { device_group, .. } => {
+                (Topic::DeviceGroup(device_group.clone()), &[])
+            }
+        };
+        let mut topics = vec![first];
+        for group in groups {
+            let topic = Topic::DeviceGroup(group.clone());
+            if !topics.contains(&topic) {
+                topics.push(topic);
+            }
+        }
+        topics
+    }
+
+    /// Whether a subscriber to `subscribed` gets the message: any of its topics matches any
+    /// of the message's.
+    #[must_use]
+    pub fn is_for(&self, subscribed: &[Topic]) -> bool {
+        let topics = self.topics();
+        subscribed
+            .iter()
+            .any(|s| topics.iter().any(|t| s.matches(t)))
+    }
+}
+
+/// What a subscriber wants to hear about, and whom a message is for.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Topic {
+    /// Every app (not device group messages).
+    AllApps,
+    /// One app.
+    App(AppName),
+    /// One device group: its changes, and the changes of the apps it lists.
+    DeviceGroup(DeviceGroupName),
+}
+
+impl Topic {
+    /// Whether a subscription to this topic takes a message for `topic` (one of
+    /// [`BusMessage::topics`]): the same topic, or any app for [`Topic::AllApps`].
+    #[must_use]
+    pub fn matches(&self, topic: &Topic) -> bool {
+        match (self, topic) {
+            (Self::AllApps, Self::AllApps | Self::App(_)) => true,
+            (subscribed, topic) => subscribed == topic,
         }
     }
 }
 
-/// What a subscriber wants to hear about.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub enum Topic {
-    /// Every app.
-    AllApps,
-    /// One app.
-    App(AppName),
-}
-
-impl Topic {
-    /// Whether a message about `app` matches.
-    #[must_use]
-    pub fn matches(&self, app: &AppName) -> bool {
+impl std::fmt::Display for Topic {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Self::AllApps => true,
-            Self::App(name) => name == app,
+            Self::AllApps => f.write_str("every app"),
+            Self::App(name) => write!(f, "app {name}"),
+            Self::DeviceGroup(name) => write!(f, "device group {name}"),
         }
     }
 }
@@ -156,9 +245,11 @@ pub enum BusError {
 /// Publishes changes and delivers them to subscribers.
 ///
 /// # Guarantees (checked by `testing::contract::bus`)
-/// - Every subscriber whose topics match gets every message published after it subscribed,
-///   in publish order.
-/// - A subscriber never gets messages of topics it did not ask for.
+/// - Every subscriber for which a message [is](BusMessage::is_for) gets every such message
+///   published after it subscribed, once, in publish order.
+/// - A subscriber never gets messages of topics it did not ask for: a device group's
+///   subscriber hears its group and the apps the messages say the group lists, nothing of
+///   other groups; a [`Topic::AllApps`] subscriber hears no group message.
 #[async_trait]
 pub trait Bus: Send + Sync + 'static {
     /// Publishes a message; returns once the broker has it.
@@ -196,7 +287,7 @@ impl Bus for InProcessBus {
                 .map_err(|e| BusError::Unavailable(e.to_string()))?;
             subs.retain(|(_, tx)| !tx.is_closed());
             subs.iter()
-                .filter(|(topics, _)| topics.iter().any(|t| t.matches(message.app_name())))
+                .filter(|(topics, _)| message.is_for(topics))
                 .map(|(_, tx)| tx.clone())
                 .collect()
         };

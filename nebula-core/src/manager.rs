@@ -5,8 +5,9 @@
 //! - Every acknowledged change gets its own `app_id` (+1 per change, never skipped or repeated,
 //!   whatever number of managers share the store): writes are compare-and-swap on the store
 //!   revision and retried on conflict.
-//! - The full new document is published after it is stored; a lost publish only delays
-//!   workers until their next check-in.
+//! - The full new document is published after it is stored, addressed to the app and to the
+//!   device groups that list it (device group and cron job changes publish the whole state of
+//!   each group concerned); a lost publish only delays workers until their next check-in.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -151,11 +152,26 @@ impl Manager {
         &self.store
     }
 
+    /// Publishes an app's new document for the app's subscribers and the workers of the
+    /// device groups that list it.
+    async fn publish_app(&self, app: &App) {
+        if self.bus.is_none() {
+            return;
+        }
+        let device_groups = self.device_groups_listing_app(&app.app_name).await;
+        self.publish(BusMessage::AppChanged {
+            app: app.clone(),
+            device_groups,
+        })
+        .await;
+    }
+
     async fn publish(&self, message: BusMessage) {
         if let Some(bus) = &self.bus
             && let Err(error) = bus.publish(&message).await
         {
-            tracing::warn!(app = %message.app_name(), %error, "publish failed; workers will pick the change up at check-in");
+            let about = message.topics().swap_remove(0);
+            tracing::warn!(%about, %error, "publish failed; workers will pick the change up at check-in");
         }
     }
 
@@ -228,8 +244,7 @@ impl Manager {
             Err(e) => return Err(e.into()),
         }
         tracing::info!(app = %app.app_name, "app created");
-        self.publish(BusMessage::AppChanged { app: app.clone() })
-            .await;
+        self.publish_app(&app).await;
         Ok(app)
     }
 
@@ -249,7 +264,7 @@ impl Manager {
         // Out of its device groups first (device_group_id + 1 each), so every reply that
         // lacks the app's document also carries the higher id workers act on; and again after
         // the delete, for a group that took the app meanwhile.
-        self.remove_app_from_device_groups(name).await?;
+        let device_groups = self.remove_app_from_device_groups(name).await?;
         for _ in 0..CAS_ATTEMPTS {
             let stored = self
                 .store
@@ -267,6 +282,7 @@ impl Manager {
                     self.publish(BusMessage::AppDeleted {
                         app_name: name.clone(),
                         incarnation: app.incarnation,
+                        device_groups: device_groups.clone(),
                     })
                     .await;
                     if let Err(error) = self.remove_app_from_device_groups(name).await {
@@ -311,8 +327,7 @@ impl Manager {
             {
                 Ok(_) => {
                     tracing::info!(app = %name, app_id = app.app_id, "app changed");
-                    self.publish(BusMessage::AppChanged { app: app.clone() })
-                        .await;
+                    self.publish_app(&app).await;
                     return Ok(app);
                 }
                 Err(StoreError::Conflict { found: None }) => return Err(ManagerError::AppNotFound),
@@ -554,7 +569,7 @@ mod tests {
             matches!(sub.next().await.unwrap().message, BusMessage::AppDeleted { incarnation, .. } if incarnation == first.incarnation)
         );
         assert!(
-            matches!(sub.next().await.unwrap().message, BusMessage::AppChanged { app } if app == second)
+            matches!(sub.next().await.unwrap().message, BusMessage::AppChanged { app, .. } if app == second)
         );
     }
 

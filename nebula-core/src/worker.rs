@@ -18,6 +18,10 @@
 //!   yet at the first sync is waited for, and nothing is removed meanwhile. Unused images are
 //!   removed once each time the group's `prune_id` rises above what the worker last applied
 //!   (never at first sight).
+//! - A [`Selection::DeviceGroup`] worker subscribes to its group only
+//!   ([`Topic::DeviceGroup`]): it hears the group's whole state after each change of it (and
+//!   of its cron jobs), its deletion, and the changes of the apps it lists — nothing of other
+//!   groups. A group state from the bus goes through the same rules as an HTTP sync reply.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -65,10 +69,14 @@ impl Selection {
         }
     }
 
-    fn topics(&self) -> Vec<Topic> {
+    /// What the worker subscribes to: a device group worker hears its group only (its
+    /// changes, and the changes of the apps it lists), never the rest of the fleet.
+    #[must_use]
+    pub fn topics(&self) -> Vec<Topic> {
         match self {
-            Self::All | Self::DeviceGroup(_) => vec![Topic::AllApps],
+            Self::All => vec![Topic::AllApps],
             Self::Apps(names) => names.iter().cloned().map(Topic::App).collect(),
+            Self::DeviceGroup(group) => vec![Topic::DeviceGroup(group.clone())],
         }
     }
 }
@@ -202,6 +210,10 @@ pub struct Worker {
     /// Apps that left the group while this worker ran: their containers are removed whatever
     /// their labels.
     dropped: BTreeSet<AppName>,
+    /// [`Selection::DeviceGroup`]: the newest documents of apps that a message said the group
+    /// lists before this worker held them as members (the app's message overtook the group's);
+    /// taken when the group's revision rises.
+    pending: BTreeMap<AppName, App>,
     /// [`Selection::DeviceGroup`]: where each sync's cron jobs go; `run` starts the runner.
     cron: Option<tokio::sync::watch::Sender<cron::CronDesired>>,
     /// The wall clock cron jobs are scheduled by.
@@ -252,6 +264,7 @@ impl Worker {
             group_deleted: None,
             group_prune_due: false,
             dropped: BTreeSet::new(),
+            pending: BTreeMap::new(),
             cron: matches!(config.selection, Selection::DeviceGroup(_))
                 .then(|| tokio::sync::watch::channel(cron::CronDesired::Unsynced).0),
             cron_clock: cron::system_clock(),
@@ -266,10 +279,16 @@ impl Worker {
         self
     }
 
+    /// Hands the cron runner a group state, merged with what it has not taken yet so a
+    /// stale reply never hides a newer one.
     fn send_cron(&self, desired: cron::CronDesired) {
         if let Some(tx) = &self.cron {
-            tx.send_replace(desired);
+            tx.send_if_modified(|held| held.merge(desired));
         }
+    }
+
+    fn is_own_group(&self, group: &DeviceGroupName) -> bool {
+        matches!(&self.config.selection, Selection::DeviceGroup(g) if g == group)
     }
 
     /// Whether this worker runs `app` now.
@@ -333,15 +352,35 @@ impl Worker {
     }
 
     /// Applies one bus message; returns whether anything changed.
+    ///
+    /// App messages are taken by (incarnation, `app_id`); a device group's state goes through
+    /// the same path as an HTTP sync, and its deletion as a sync that finds no group.
     pub fn apply(&mut self, message: BusMessage) -> bool {
         match message {
-            BusMessage::AppChanged { app } => self.accept(app),
+            BusMessage::AppChanged { app, device_groups } => {
+                if let Selection::DeviceGroup(group) = &self.config.selection
+                    && device_groups.contains(group)
+                    && !self.selected(&app.app_name)
+                {
+                    self.keep_pending(app);
+                    return false;
+                }
+                self.accept(app)
+            }
             BusMessage::AppDeleted {
                 app_name,
                 incarnation,
+                ..
             } => {
                 let entry = self.deleted.entry(app_name.clone()).or_insert(incarnation);
                 *entry = (*entry).max(incarnation);
+                if self
+                    .pending
+                    .get(&app_name)
+                    .is_some_and(|a| a.incarnation <= incarnation)
+                {
+                    self.pending.remove(&app_name);
+                }
                 match self.desired.get(&app_name) {
                     Some(held) if held.incarnation <= incarnation => {
                         self.desired.remove(&app_name);
@@ -350,7 +389,49 @@ impl Worker {
                     _ => false,
                 }
             }
+            BusMessage::DeviceGroupChanged { device_group, info } => {
+                self.is_own_group(&device_group) && self.sync_group(info)
+            }
+            BusMessage::DeviceGroupDeleted {
+                device_group,
+                incarnation,
+            } => self.is_own_group(&device_group) && self.group_deleted_at(incarnation),
         }
+    }
+
+    /// Keeps the newest document of an app the group lists but this worker does not hold as
+    /// a member yet.
+    fn keep_pending(&mut self, app: App) {
+        if self
+            .deleted
+            .get(&app.app_name)
+            .is_some_and(|inc| app.incarnation <= *inc)
+            || self
+                .pending
+                .get(&app.app_name)
+                .is_some_and(|held| held.revision() >= app.revision())
+        {
+            return;
+        }
+        self.pending.insert(app.app_name.clone(), app);
+    }
+
+    /// The group's incarnation `incarnation` was deleted: its apps go, unless the worker
+    /// already holds a newer incarnation. Returns whether anything changed.
+    fn group_deleted_at(&mut self, incarnation: u64) -> bool {
+        if self
+            .group
+            .as_ref()
+            .is_some_and(|held| held.incarnation > incarnation)
+        {
+            return false;
+        }
+        self.group_deleted = Some(self.group_deleted.unwrap_or(0).max(incarnation));
+        if self.group.is_none() {
+            return false;
+        }
+        self.send_cron(cron::CronDesired::NoGroup);
+        self.group_missing()
     }
 
     /// Fetches the whole desired state and takes what is newer; apps gone from the reply
@@ -361,10 +442,7 @@ impl Worker {
     pub async fn sync(&mut self) -> Result<bool, SourceError> {
         match self.source.fetch(&self.config.selection).await? {
             DesiredState::Apps(apps) => Ok(self.sync_apps(apps)),
-            DesiredState::Group(info) => {
-                self.send_cron(cron::CronDesired::of(&info));
-                Ok(self.sync_group(info))
-            }
+            DesiredState::Group(info) => Ok(self.sync_group(info)),
             DesiredState::NoGroup => {
                 self.send_cron(cron::CronDesired::NoGroup);
                 Ok(self.group_missing())
@@ -394,8 +472,9 @@ impl Worker {
         changed
     }
 
-    /// Applies a device group's state. Membership changes only when the group's revision
-    /// rose; a stale reply changes nothing but newer app documents of current members.
+    /// Applies a device group's state (an HTTP reply or a bus message), and hands its cron
+    /// jobs to the cron runner. Membership changes only when the group's revision rose; a
+    /// stale state changes nothing but newer app documents of current members.
     fn sync_group(&mut self, info: DeviceGroupInfo) -> bool {
         if self.group_deleted.is_some_and(|i| info.incarnation <= i) {
             tracing::debug!(
@@ -427,6 +506,7 @@ impl Worker {
             }
             _ => {}
         }
+        self.send_cron(cron::CronDesired::of(&info));
         let rises = self
             .group
             .as_ref()
@@ -474,6 +554,12 @@ impl Worker {
         for app in info.apps {
             changed |= self.accept(app);
         }
+        if rises {
+            // Documents that came before this state: members take them when newer.
+            for (_, app) in std::mem::take(&mut self.pending) {
+                changed |= self.accept(app);
+            }
+        }
         self.synced = true;
         changed
     }
@@ -492,6 +578,7 @@ impl Worker {
             "device group deleted: removing its apps"
         );
         self.group_deleted = Some(self.group_deleted.unwrap_or(0).max(held.incarnation));
+        self.pending.clear();
         let names: Vec<AppName> = self.desired.keys().cloned().collect();
         for name in names {
             self.desired.remove(&name);

@@ -9,7 +9,7 @@ use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
     ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
 };
-use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::types::{AMQPValue, FieldArray, FieldTable, LongString, ShortString};
 use lapin::uri::{AMQPAuthority, AMQPQueryString, AMQPScheme, AMQPUri, AMQPUserInfo};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ErrorKind, ExchangeKind};
 use nebula_core::bus::{Bus, BusError, BusMessage, Delivery, Subscription, Topic};
@@ -30,6 +30,9 @@ const EXCLUSIVE_WAIT: Duration = Duration::from_secs(3);
 pub(crate) const CLASSIC_QUEUE_VERSION: i64 = 2;
 /// AMQP `delivery_mode` of a persistent message.
 const PERSISTENT: u8 = 2;
+/// What a message's content header may take besides its `BCC` keys (the other properties and
+/// the frame's own bytes are far less); the rest of a frame holds `BCC` keys.
+const HEADER_RESERVE: usize = 1024;
 
 /// A [`Bus`] on RabbitMQ. Cheap to clone: clones share one connection.
 ///
@@ -126,7 +129,7 @@ impl RabbitBus {
     /// # Errors
     /// [`BusError::Unavailable`] when the broker cannot be reached or refuses us.
     pub async fn connect(&self) -> Result<(), BusError> {
-        self.publisher().await.map(|_| ())
+        self.publisher().await.map(drop)
     }
 
     /// Closes the connection: open subscriptions end (their `next` returns `None`). The next
@@ -226,15 +229,20 @@ impl RabbitBus {
         }
     }
 
-    /// The publisher channel (confirm mode, exchange declared), opening what is missing.
-    async fn publisher(&self) -> Result<(Channel, u64), BusError> {
+    /// The publisher channel (confirm mode, exchange declared), opening what is missing,
+    /// with its connection's generation and negotiated `frame_max`.
+    async fn publisher(&self) -> Result<(Channel, u64, u32), BusError> {
         let mut state = self.inner.state.lock().await;
         let (conn, generation) = self.ensure_link(&mut state).await?;
+        let frame_max = match conn.configuration().frame_max() {
+            0 => self.inner.config.frame_max,
+            negotiated => negotiated.min(self.inner.config.frame_max),
+        };
         if let Some(link) = &state.link
             && let Some(channel) = &link.publisher
             && channel.status().connected()
         {
-            return Ok((channel.clone(), generation));
+            return Ok((channel.clone(), generation, frame_max));
         }
         let channel = async {
             let channel = conn.create_channel().await?;
@@ -254,7 +262,7 @@ impl RabbitBus {
         if let Some(link) = state.link.as_mut() {
             link.publisher = Some(channel.clone());
         }
-        Ok((channel, generation))
+        Ok((channel, generation, frame_max))
     }
 
     /// Drops the publisher channel of connection `generation` after it failed (and the
@@ -285,14 +293,16 @@ impl RabbitBus {
             .await
     }
 
-    /// One publish on `channel`, waiting for the broker's confirm.
+    /// One publish on `channel` with `routing_key` and the `bcc` keys, waiting for the
+    /// broker's confirm.
     async fn publish_on(
         &self,
         channel: &Channel,
         message: &BusMessage,
         body: &[u8],
+        (routing_key, bcc): (&str, &[String]),
     ) -> Result<(), PublishError> {
-        let properties = BasicProperties::default()
+        let mut properties = BasicProperties::default()
             .with_delivery_mode(PERSISTENT)
             .with_content_type(ShortString::from("application/json"))
             .with_type(ShortString::from(wire::kind(message)))
@@ -303,10 +313,25 @@ impl RabbitBus {
                     .duration_since(std::time::UNIX_EPOCH)
                     .map_or(0, |d| d.as_secs()),
             );
+        if !bcc.is_empty() {
+            // Sender-selected distribution: the broker routes the message as if it were
+            // published with each key too (one copy per queue), and removes the header
+            // before delivery.
+            let keys: Vec<AMQPValue> = bcc
+                .iter()
+                .map(|k| AMQPValue::LongString(LongString::from(k.as_str())))
+                .collect();
+            let mut headers = FieldTable::default();
+            headers.insert(
+                ShortString::from("BCC"),
+                AMQPValue::FieldArray(FieldArray::from(keys)),
+            );
+            properties = properties.with_headers(headers);
+        }
         let confirm = channel
             .basic_publish(
                 short(&self.inner.config.exchange).map_err(PublishError::Transport)?,
-                short(&wire::routing_key(message.app_name())).map_err(PublishError::Transport)?,
+                short(routing_key).map_err(PublishError::Transport)?,
                 BasicPublishOptions::default(),
                 body,
                 properties,
@@ -421,19 +446,25 @@ enum PublishError {
     NotConfirmed,
 }
 
-#[async_trait]
-impl Bus for RabbitBus {
-    async fn publish(&self, message: &BusMessage) -> Result<(), BusError> {
-        let body = wire::encode(message)
-            .map_err(|e| self.unavailable(format_args!("cannot encode the message: {e}")))?;
+impl RabbitBus {
+    /// Publishes `message` with the routing key and `BCC` keys of one of its routes,
+    /// confirmed.
+    async fn publish_route(
+        &self,
+        message: &BusMessage,
+        body: &[u8],
+        route: (&str, &[String]),
+    ) -> Result<(), BusError> {
         let timeout = self.inner.config.publish_timeout;
         // One retry on a fresh channel (and connection, if it is gone): the first failure is
         // often a connection that died since the last publish. A duplicate is harmless:
         // workers ignore a version they already hold.
         let mut failure = String::new();
         for _ in 0..2 {
-            let (channel, generation) = self.publisher().await?;
-            match tokio::time::timeout(timeout, self.publish_on(&channel, message, &body)).await {
+            let (channel, generation, _) = self.publisher().await?;
+            match tokio::time::timeout(timeout, self.publish_on(&channel, message, body, route))
+                .await
+            {
                 Ok(Ok(())) => return Ok(()),
                 Ok(Err(PublishError::Nack)) => {
                     return Err(self.unavailable("the broker refused the message (nack)"));
@@ -468,6 +499,24 @@ impl Bus for RabbitBus {
             }
         }
         Err(self.unavailable(format_args!("publish failed: {failure}")))
+    }
+}
+
+#[async_trait]
+impl Bus for RabbitBus {
+    /// One publish for every topic of the message (see [`wire::routes`]), confirmed.
+    async fn publish(&self, message: &BusMessage) -> Result<(), BusError> {
+        let body = wire::encode(message)
+            .map_err(|e| self.unavailable(format_args!("cannot encode the message: {e}")))?;
+        let (_, _, frame_max) = self.publisher().await?;
+        let budget = usize::try_from(frame_max)
+            .unwrap_or(usize::MAX)
+            .saturating_sub(HEADER_RESERVE);
+        for (routing_key, bcc) in wire::routes(&wire::routing_keys(message), budget) {
+            self.publish_route(message, &body, (&routing_key, &bcc))
+                .await?;
+        }
+        Ok(())
     }
 
     async fn subscribe(&self, topics: &[Topic]) -> Result<Subscription, BusError> {
@@ -541,7 +590,7 @@ async fn consume(
         let routing_key = delivery.routing_key.as_str().to_owned();
         // The body may hold secrets (app env): never log it, only its size.
         match wire::decode(&delivery.data) {
-            Ok(message) if topics.iter().any(|t| t.matches(message.app_name())) => {
+            Ok(message) if message.is_for(&topics) => {
                 let acker = Box::new(RabbitAcker {
                     acker: delivery.acker,
                 });
@@ -550,7 +599,8 @@ async fn consume(
                 }
             }
             Ok(message) => {
-                tracing::warn!(%queue, %routing_key, app = %message.app_name(), "skipping a message about an app this subscription did not select");
+                let about = message.topics().swap_remove(0);
+                tracing::warn!(%queue, %routing_key, %about, "skipping a message this subscription did not select");
                 ack_skipped(&delivery.acker, &queue).await;
             }
             Err(e) => {

@@ -1,5 +1,10 @@
 //! What travels through the broker: routing keys, binding keys and the versioned JSON envelope.
 //!
+//! A message is for one or more topics ([`BusMessage::topics`]), each with its key: `app.<name>`
+//! for an app, `dg.<group>` for a device group. It is published once, with the first key as
+//! its routing key and the others in the `BCC` header ([`routes`]); a queue bound to any of
+//! them gets one copy.
+//!
 //! The body of every message is `{"v":1, "kind": ..., ...}`: the JSON of
 //! [`BusMessage`] (tagged by `kind`) with the envelope version `v` added. A consumer that
 //! meets another version, or a body that does not decode, acknowledges and skips it (the
@@ -11,6 +16,7 @@
 //! (the worker's next report covers it).
 
 use nebula_core::bus::{BusMessage, Topic};
+use nebula_core::device_group::DeviceGroupName;
 use nebula_core::model::AppName;
 use nebula_core::report::WorkerReport;
 
@@ -24,14 +30,58 @@ pub fn routing_key(app: &AppName) -> String {
     format!("app.{app}")
 }
 
-/// The binding key a queue uses for `topic`: `app.<name>` for one app, `app.#` for every
-/// app. (Device groups will bind `dg.<group>`; the `app.` prefix keeps them apart.)
+/// The routing key of messages for device group `group`: `dg.<name>` (group names follow the
+/// app name rule: no wildcards). The prefix keeps groups and apps of the same name apart.
+#[must_use]
+pub fn group_routing_key(group: &DeviceGroupName) -> String {
+    format!("dg.{group}")
+}
+
+/// The binding key a queue uses for `topic`, which is also the routing key of a message for
+/// it: `app.<name>` for one app, `dg.<group>` for one device group, `app.#` for every app
+/// (which matches no `dg.` key).
 #[must_use]
 pub fn binding_key(topic: &Topic) -> String {
     match topic {
         Topic::AllApps => "app.#".to_owned(),
         Topic::App(name) => routing_key(name),
+        Topic::DeviceGroup(group) => group_routing_key(group),
     }
+}
+
+/// The keys of every topic `message` is for, the first being what it is about.
+#[must_use]
+pub fn routing_keys(message: &BusMessage) -> Vec<String> {
+    message.topics().iter().map(binding_key).collect()
+}
+
+/// What one `BCC` entry costs in the content header: its type tag, length and bytes.
+fn header_cost(key: &str) -> usize {
+    1 + 4 + key.len()
+}
+
+/// The publishes that carry a message for `keys`: each a routing key and the keys of its
+/// `BCC` header. One publish, unless the keys do not fit in `header_budget` bytes of
+/// header (an app listed by more groups than a content header frame holds): then as many
+/// publishes as needed, each key in exactly one of them. A queue bound to keys of two
+/// publishes then gets the message twice, which workers ignore by version.
+#[must_use]
+pub fn routes(keys: &[String], header_budget: usize) -> Vec<(String, Vec<String>)> {
+    let mut routes: Vec<(String, Vec<String>)> = Vec::new();
+    let mut used = 0;
+    for key in keys {
+        match routes.last_mut() {
+            Some((_, bcc)) if used + header_cost(key) <= header_budget => {
+                used += header_cost(key);
+                bcc.push(key.clone());
+            }
+            _ => {
+                used = 0;
+                routes.push((key.clone(), Vec::new()));
+            }
+        }
+    }
+    routes
 }
 
 /// Why a body could not be decoded.
@@ -75,9 +125,22 @@ pub fn decode(body: &[u8]) -> Result<BusMessage, DecodeError> {
     }
     let message: BusMessage =
         serde_json::from_value(value).map_err(|e| DecodeError::Malformed(e.to_string()))?;
-    // `AppName` deserialises without its rule; the edge checks it.
-    AppName::parse(message.app_name().as_str())
-        .map_err(|e| DecodeError::Malformed(e.to_string()))?;
+    // Names deserialise without their rule; the edge checks them.
+    let malformed = |e: nebula_core::validate::FieldError| DecodeError::Malformed(e.to_string());
+    for topic in message.topics() {
+        match topic {
+            Topic::App(name) => AppName::parse(name.as_str()).map(drop).map_err(malformed)?,
+            Topic::DeviceGroup(group) => DeviceGroupName::parse(group.as_str())
+                .map(drop)
+                .map_err(malformed)?,
+            Topic::AllApps => {}
+        }
+    }
+    if let BusMessage::DeviceGroupChanged { info, .. } = &message {
+        for name in info.apps.iter().map(|a| &a.app_name).chain(&info.apps_list) {
+            AppName::parse(name.as_str()).map_err(malformed)?;
+        }
+    }
     Ok(message)
 }
 
@@ -138,25 +201,37 @@ pub(crate) fn kind(message: &BusMessage) -> &'static str {
     match message {
         BusMessage::AppChanged { .. } => "app_changed",
         BusMessage::AppDeleted { .. } => "app_deleted",
+        BusMessage::DeviceGroupChanged { .. } => "device_group_changed",
+        BusMessage::DeviceGroupDeleted { .. } => "device_group_deleted",
     }
 }
 
 /// The AMQP `message-id` of `message`: what it is about and which version it carries.
 pub(crate) fn message_id(message: &BusMessage) -> String {
     match message {
-        BusMessage::AppChanged { app } => {
+        BusMessage::AppChanged { app, .. } => {
             format!("{}/{}/{}", app.app_name, app.incarnation, app.app_id)
         }
         BusMessage::AppDeleted {
             app_name,
             incarnation,
+            ..
         } => format!("{app_name}/{incarnation}/deleted"),
+        BusMessage::DeviceGroupChanged { device_group, info } => format!(
+            "dg.{device_group}/{}/{}/{}",
+            info.incarnation, info.device_group_id, info.prune_id
+        ),
+        BusMessage::DeviceGroupDeleted {
+            device_group,
+            incarnation,
+        } => format!("dg.{device_group}/{incarnation}/deleted"),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use nebula_core::device_group::DeviceGroupInfo;
     use nebula_core::model::{App, AppSpec, RestartMode};
     use serde_json::json;
 
@@ -169,6 +244,7 @@ mod tests {
         let deleted = BusMessage::AppDeleted {
             app_name: name("web.v2"),
             incarnation: 7,
+            device_groups: Vec::new(),
         };
         let body: serde_json::Value = serde_json::from_slice(&encode(&deleted).unwrap()).unwrap();
         assert_eq!(
@@ -176,21 +252,128 @@ mod tests {
             json!({"v": 1, "kind": "app_deleted", "app_name": "web.v2", "incarnation": 7})
         );
         assert_eq!(message_id(&deleted), "web.v2/7/deleted");
+        let for_groups = BusMessage::AppDeleted {
+            app_name: name("web"),
+            incarnation: 7,
+            device_groups: vec![group("edge")],
+        };
+        let body: serde_json::Value =
+            serde_json::from_slice(&encode(&for_groups).unwrap()).unwrap();
+        assert_eq!(
+            body,
+            json!({"v": 1, "kind": "app_deleted", "app_name": "web", "incarnation": 7,
+                "device_groups": ["edge"]})
+        );
+        let gone = BusMessage::DeviceGroupDeleted {
+            device_group: group("edge"),
+            incarnation: 9,
+        };
+        let body: serde_json::Value = serde_json::from_slice(&encode(&gone).unwrap()).unwrap();
+        assert_eq!(
+            body,
+            json!({"v": 1, "kind": "device_group_deleted", "device_group": "edge",
+                "incarnation": 9})
+        );
+        assert_eq!(message_id(&gone), "dg.edge/9/deleted");
+    }
+
+    #[test]
+    fn envelopes_without_device_groups_still_decode() {
+        let old = br#"{"v":1,"kind":"app_deleted","app_name":"web","incarnation":7}"#;
+        let message = decode(old).unwrap();
+        assert_eq!(message.topics(), [Topic::App(name("web"))]);
+    }
+
+    #[test]
+    fn group_messages_round_trip_with_the_whole_state() {
+        let changed = BusMessage::DeviceGroupChanged {
+            device_group: group("edge"),
+            info: DeviceGroupInfo {
+                apps: vec![web()],
+                apps_list: vec![name("web")],
+                cron_jobs: Vec::new(),
+                cron_jobs_list: Vec::new(),
+                prune_id: 3,
+                device_group_id: 2,
+                incarnation: 5,
+            },
+        };
+        let body = encode(&changed).unwrap();
+        assert_eq!(decode(&body).unwrap(), changed);
+        assert_eq!(kind(&changed), "device_group_changed");
+        assert_eq!(message_id(&changed), "dg.edge/5/2/3");
+        assert_eq!(routing_keys(&changed), ["dg.edge"]);
+        let mut value: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        value["info"]["apps_list"] = json!(["has space"]);
+        assert!(matches!(
+            decode(&serde_json::to_vec(&value).unwrap()),
+            Err(DecodeError::Malformed(_))
+        ));
+        assert!(matches!(
+            decode(
+                br#"{"v":1,"kind":"device_group_deleted","device_group":"a b","incarnation":1}"#
+            ),
+            Err(DecodeError::Malformed(_))
+        ));
+        assert!(matches!(
+            decode(br#"{"v":1,"kind":"app_deleted","app_name":"a","incarnation":1,"device_groups":["a*"]}"#),
+            Err(DecodeError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn an_app_message_goes_to_its_app_key_and_its_groups_keys_once_each() {
+        let message = BusMessage::AppChanged {
+            app: web(),
+            device_groups: vec![group("edge"), group("core"), group("edge")],
+        };
+        assert_eq!(routing_keys(&message), ["app.web", "dg.edge", "dg.core"]);
+        assert_eq!(
+            routes(&routing_keys(&message), 4096),
+            [(
+                "app.web".to_owned(),
+                vec!["dg.edge".to_owned(), "dg.core".to_owned()]
+            )],
+            "one publish: the app's key, the groups in BCC"
+        );
+    }
+
+    #[test]
+    fn keys_beyond_the_header_budget_go_in_further_publishes_each_key_once() {
+        let keys: Vec<String> = (0..100).map(|i| format!("dg.group-{i:03}")).collect();
+        // Each entry costs 5 + 12 bytes: 10 fit in 170.
+        let parts = routes(&keys, 170);
+        assert_eq!(parts.len(), 10, "{parts:?}");
+        let mut all: Vec<String> = Vec::new();
+        for (key, bcc) in &parts {
+            assert!(bcc.iter().map(|k| 5 + k.len()).sum::<usize>() <= 170);
+            all.push(key.clone());
+            all.extend(bcc.iter().cloned());
+        }
+        assert_eq!(all, keys, "every key once, in order");
+        assert_eq!(routes(&keys[..1], 0), [(keys[0].clone(), Vec::new())]);
+        assert!(routes(&[], 100).is_empty());
+    }
+
+    fn group(n: &str) -> DeviceGroupName {
+        DeviceGroupName::parse(n).unwrap()
+    }
+
+    fn web() -> App {
+        App {
+            app_name: name("web"),
+            app_id: 3,
+            incarnation: 1_700_000_000_000_000_000,
+            restart_generation: 2,
+            restart_mode: RestartMode::AsConfigured,
+            prune_generation: 0,
+            spec: AppSpec::with_image("busybox"),
+        }
     }
 
     #[test]
     fn messages_round_trip() {
-        let changed = BusMessage::AppChanged {
-            app: App {
-                app_name: name("web"),
-                app_id: 3,
-                incarnation: 1_700_000_000_000_000_000,
-                restart_generation: 2,
-                restart_mode: RestartMode::AsConfigured,
-                prune_generation: 0,
-                spec: AppSpec::with_image("busybox"),
-            },
-        };
+        let changed = BusMessage::app_changed(web());
         let body = encode(&changed).unwrap();
         assert_eq!(decode(&body).unwrap(), changed);
         assert_eq!(kind(&changed), "app_changed");
@@ -246,6 +429,7 @@ mod tests {
         let deleted = encode(&BusMessage::AppDeleted {
             app_name: name("a"),
             incarnation: 1,
+            device_groups: Vec::new(),
         })
         .unwrap();
         for body in [
@@ -269,5 +453,7 @@ mod tests {
         assert_eq!(routing_key(&name("a.b")), "app.a.b");
         assert_eq!(binding_key(&Topic::AllApps), "app.#");
         assert_eq!(binding_key(&Topic::App(name("x"))), "app.x");
+        assert_eq!(binding_key(&Topic::DeviceGroup(group("x"))), "dg.x");
+        assert_eq!(group_routing_key(&group("a.b")), "dg.a.b");
     }
 }

@@ -8,12 +8,14 @@
 use std::time::Duration;
 
 use lapin::options::{
-    BasicPublishOptions, ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions,
+    BasicGetOptions, BasicPublishOptions, ExchangeDeleteOptions, QueueBindOptions,
+    QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::uri::{AMQPAuthority, AMQPUri};
 use lapin::{BasicProperties, Connection, ConnectionProperties};
 use nebula_core::bus::{Bus, BusError, BusMessage, Subscription, Topic};
+use nebula_core::device_group::DeviceGroupName;
 use nebula_core::model::{App, AppName, AppSpec, RestartMode};
 use nebula_rabbit::{RabbitBus, RabbitConfig, wire};
 
@@ -63,6 +65,11 @@ fn name(n: &str) -> AppName {
 }
 
 fn changed(app: &str, app_id: u64) -> BusMessage {
+    in_groups(app, app_id, &[])
+}
+
+/// A change of `app` for the device groups named too.
+fn in_groups(app: &str, app_id: u64, groups: &[String]) -> BusMessage {
     BusMessage::AppChanged {
         app: App {
             app_name: name(app),
@@ -73,7 +80,58 @@ fn changed(app: &str, app_id: u64) -> BusMessage {
             prune_generation: 0,
             spec: AppSpec::with_image("busybox"),
         },
+        device_groups: groups.iter().map(|g| group(g)).collect(),
     }
+}
+
+fn group(g: &str) -> DeviceGroupName {
+    DeviceGroupName::parse(g).unwrap()
+}
+
+/// A private queue on `conn` bound to `keys` of `exchange`, for looking at what the broker
+/// routes; returns its channel and name.
+async fn raw_queue(conn: &Connection, exchange: &str, keys: &[&str]) -> (lapin::Channel, String) {
+    let channel = conn.create_channel().await.unwrap();
+    let queue = channel
+        .queue_declare(
+            ShortString::from(""),
+            QueueDeclareOptions {
+                exclusive: true,
+                ..QueueDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap()
+        .name()
+        .as_str()
+        .to_owned();
+    for key in keys {
+        channel
+            .queue_bind(
+                ShortString::from(queue.as_str()),
+                ShortString::from(exchange),
+                ShortString::from(*key),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+    }
+    (channel, queue)
+}
+
+/// Every message waiting in `queue`, taken off it.
+async fn drain(channel: &lapin::Channel, queue: &str) -> Vec<lapin::message::Delivery> {
+    let mut got = Vec::new();
+    while let Some(m) = channel
+        .basic_get(ShortString::from(queue), BasicGetOptions { no_ack: true })
+        .await
+        .unwrap()
+    {
+        got.push(m.delivery);
+    }
+    got
 }
 
 /// A plain lapin connection for setting up what the bus would never do itself.
@@ -165,6 +223,129 @@ async fn bus_contract_with_worker_queues() {
     let config = config(&prefix, Some(&prefix));
     nebula_core::testing::contract::bus(&bus(&config), &prefix).await;
     delete_exchange(&config.exchange).await;
+}
+
+/// A message for an app and three groups is one publish (a queue bound to `#` sees one
+/// copy) that reaches a worker bound to two of its keys once, and the `BCC` keys are not
+/// delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_for_an_app_and_groups_is_published_once_and_delivered_once() {
+    if !broker_up().await {
+        return;
+    }
+    let prefix = unique_prefix();
+    let worker = config(&prefix, Some(&format!("{prefix}-w")));
+    let publisher = bus(&config(&prefix, None));
+    publisher.connect().await.unwrap();
+    let app = format!("{prefix}-x");
+    let groups: Vec<String> = ["g", "h", "k"]
+        .iter()
+        .map(|g| format!("{prefix}-{g}"))
+        .collect();
+    let conn = raw().await;
+    let (channel, everything) = raw_queue(&conn, &worker.exchange, &["#"]).await;
+    let g_key = wire::group_routing_key(&group(&groups[0]));
+    let h_key = wire::group_routing_key(&group(&groups[1]));
+    let (_, two_groups) = raw_queue(&conn, &worker.exchange, &[&g_key, &h_key]).await;
+
+    let two = [
+        Topic::DeviceGroup(group(&groups[0])),
+        Topic::DeviceGroup(group(&groups[1])),
+    ];
+    let worker_bus = bus(&worker);
+    let mut sub = worker_bus.subscribe(&two).await.unwrap();
+    let mut app_and_group = bus(&config(&prefix, None))
+        .subscribe(&[
+            Topic::App(name(&app)),
+            Topic::DeviceGroup(group(&groups[2])),
+        ])
+        .await
+        .unwrap();
+    let mut other_group = bus(&config(&prefix, None))
+        .subscribe(&[Topic::DeviceGroup(group(&format!("{prefix}-z")))])
+        .await
+        .unwrap();
+
+    let message = in_groups(&app, 1, &groups);
+    publisher.publish(&message).await.unwrap();
+    let d = next(&mut sub).await;
+    assert_eq!(d.message, message);
+    d.ack().await.unwrap();
+    nothing_more(&mut sub).await;
+    assert_eq!(next(&mut app_and_group).await.message, message);
+    nothing_more(&mut app_and_group).await;
+    nothing_more(&mut other_group).await;
+
+    let seen = drain(&channel, &everything).await;
+    assert_eq!(
+        seen.len(),
+        1,
+        "one publish for the app and its three groups"
+    );
+    assert_eq!(seen[0].routing_key.as_str(), format!("app.{app}"));
+    let headers = seen[0].properties.headers().clone().unwrap_or_default();
+    assert!(
+        !headers.inner().contains_key("BCC"),
+        "the broker removes BCC before delivery: {headers:?}"
+    );
+    assert_eq!(
+        drain(&channel, &two_groups).await.len(),
+        1,
+        "one copy per queue"
+    );
+    drop(sub);
+    delete_exchange(&worker.exchange).await;
+}
+
+/// An app listed by more groups than one content header frame holds (frame_max 4096) is
+/// published in as few parts as fit, each group's key in one part: every group's subscriber
+/// gets it once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_app_of_more_groups_than_a_header_holds_reaches_each_group_once() {
+    if !broker_up().await {
+        return;
+    }
+    let prefix = unique_prefix();
+    let small = RabbitConfig {
+        frame_max: 4096,
+        ..config(&prefix, None)
+    };
+    let app = format!("{prefix}-x");
+    // 63-character names, the longest allowed: 300 of them need about 21 KB of header.
+    let groups: Vec<String> = (0..300)
+        .map(|i| format!("{prefix}-{i:03}-{}", "g".repeat(63 - prefix.len() - 5)))
+        .collect();
+    assert!(groups.iter().all(|g| g.len() == 63));
+    let publisher = bus(&small);
+    publisher.connect().await.unwrap();
+    let conn = raw().await;
+    let (channel, everything) = raw_queue(&conn, &small.exchange, &["#"]).await;
+    let subscriber = bus(&small);
+    let mut first = subscriber
+        .subscribe(&[Topic::DeviceGroup(group(&groups[0]))])
+        .await
+        .unwrap();
+    let mut last = subscriber
+        .subscribe(&[Topic::DeviceGroup(group(&groups[299]))])
+        .await
+        .unwrap();
+    let mut app_only = subscriber
+        .subscribe(&[Topic::App(name(&app))])
+        .await
+        .unwrap();
+    let message = in_groups(&app, 1, &groups);
+    publisher.publish(&message).await.unwrap();
+    for sub in [&mut first, &mut last, &mut app_only] {
+        assert_eq!(next(sub).await.message, message);
+        nothing_more(sub).await;
+    }
+    let seen = drain(&channel, &everything).await;
+    assert!(
+        (2..=12).contains(&seen.len()),
+        "a few publishes, not one per group: {}",
+        seen.len()
+    );
+    delete_exchange(&small.exchange).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -270,6 +270,7 @@ async fn undecodable_reports_are_acked_and_skipped() {
         &wire::encode(&nebula_core::bus::BusMessage::AppDeleted {
             app_name: nebula_core::model::AppName::parse("a").unwrap(),
             incarnation: 1,
+            device_groups: Vec::new(),
         })
         .unwrap(),
     ] {

@@ -1,6 +1,7 @@
 //! The manager's cron job commands: compare-and-swap writes retried on conflict, as the app
 //! commands; every acknowledged change gets `cron_job_id + 1`. Cron jobs reach workers through
-//! their device groups' `/info`, not the bus.
+//! their device groups: after a change, the whole state of every group that lists the job is
+//! published (and served by `/info`).
 
 use super::{CAS_ATTEMPTS, Manager, new_incarnation};
 use crate::cron_job::{
@@ -105,6 +106,8 @@ impl Manager {
             Err(e) => return Err(e.into()),
         }
         tracing::info!(cron_job = %job.cron_job_name, schedule = %job.spec.schedule, "cron job created");
+        // A group may list the name already (written while a job of that name existed).
+        self.publish_groups_of_cron_job(&job.cron_job_name).await;
         Ok(job)
     }
 
@@ -137,6 +140,7 @@ impl Manager {
             {
                 Ok(_) => {
                     tracing::info!(cron_job = %name, cron_job_id = job.cron_job_id, "cron job changed");
+                    self.publish_groups_of_cron_job(name).await;
                     return Ok(job);
                 }
                 Err(StoreError::Conflict { found: None }) => return Err(CronJobError::NotFound),

@@ -1,9 +1,14 @@
 //! The manager's device group commands: compare-and-swap writes retried on conflict, as the
 //! app commands; every membership write gets `device_group_id + 1`, every prune `prune_id + 1`.
+//!
+//! After every write the group's whole state (what `/info` serves) is published for the
+//! group's workers; a delete publishes the deleted incarnation. A publish failure is logged,
+//! never returned: the workers converge at their next check-in.
 
 use std::collections::BTreeMap;
 
 use super::{CAS_ATTEMPTS, Manager, ManagerError, new_incarnation};
+use crate::bus::BusMessage;
 use crate::cron_job::{CronJobError, CronJobName};
 use crate::device_group::{
     DeviceGroup, DeviceGroupError, DeviceGroupInfo, DeviceGroupName, Members, MembersPatch,
@@ -132,6 +137,7 @@ impl Manager {
             Err(e) => return Err(e.into()),
         }
         tracing::info!(device_group = %group.device_group, apps = group.apps.len(), "device group created");
+        self.publish_device_group(&group).await;
         Ok(group)
     }
 
@@ -166,6 +172,7 @@ impl Manager {
                         prune_id = group.prune_id,
                         "device group changed"
                     );
+                    self.publish_device_group(&group).await;
                     return Ok(group);
                 }
                 Err(StoreError::Conflict { found: None }) => {
@@ -259,6 +266,9 @@ impl Manager {
                 .get(Collection::DeviceGroups, name.as_str())
                 .await?
                 .ok_or(DeviceGroupError::NotFound)?;
+            // A document that does not decode can still be deleted; its workers learn of it
+            // at check-in.
+            let incarnation = decode(&stored).ok().map(|g| g.incarnation);
             match self
                 .store
                 .delete(Collection::DeviceGroups, name.as_str(), stored.rev)
@@ -266,6 +276,13 @@ impl Manager {
             {
                 Ok(()) => {
                     tracing::info!(device_group = %name, "device group deleted");
+                    if let Some(incarnation) = incarnation {
+                        self.publish(BusMessage::DeviceGroupDeleted {
+                            device_group: name.clone(),
+                            incarnation,
+                        })
+                        .await;
+                    }
                     return Ok(());
                 }
                 Err(StoreError::Conflict { found: None }) => {
@@ -324,6 +341,12 @@ impl Manager {
         name: &DeviceGroupName,
     ) -> Result<DeviceGroupInfo, DeviceGroupError> {
         let group = self.get_device_group(name).await?;
+        self.info_of(group).await
+    }
+
+    /// The whole desired state of `group` as stored: the documents of its apps and cron jobs
+    /// read now.
+    async fn info_of(&self, group: DeviceGroup) -> Result<DeviceGroupInfo, DeviceGroupError> {
         let mut apps = Vec::with_capacity(group.apps.len());
         for app in &group.apps {
             match self.get_app(app).await {
@@ -356,16 +379,75 @@ impl Manager {
         })
     }
 
+    /// Publishes `group`'s whole state, as stored at this write, for its workers.
+    async fn publish_device_group(&self, group: &DeviceGroup) {
+        if self.bus.is_none() {
+            return;
+        }
+        match self.info_of(group.clone()).await {
+            Ok(info) => {
+                self.publish(BusMessage::DeviceGroupChanged {
+                    device_group: group.device_group.clone(),
+                    info,
+                })
+                .await;
+            }
+            Err(error) => {
+                tracing::warn!(device_group = %group.device_group, %error, "cannot read the group's state to publish it; its workers will pick the change up at check-in");
+            }
+        }
+    }
+
+    /// The groups that list `app`, for the app's messages. A scan of every device group
+    /// (one store read of the collection per app change). A store failure gives none, logged:
+    /// the groups' workers then pick the change up at check-in.
+    pub(super) async fn device_groups_listing_app(&self, app: &AppName) -> Vec<DeviceGroupName> {
+        match self.list_device_groups_full().await {
+            Ok(groups) => groups
+                .into_iter()
+                .filter(|g| g.apps.contains(app))
+                .map(|g| g.device_group)
+                .collect(),
+            Err(error) => {
+                tracing::warn!(%app, %error, "cannot list the device groups of the app; their workers will pick the change up at check-in");
+                Vec::new()
+            }
+        }
+    }
+
+    /// Publishes the state of every group that lists cron job `job` (after a change of its
+    /// document). A scan of every device group.
+    pub(super) async fn publish_groups_of_cron_job(&self, job: &CronJobName) {
+        if self.bus.is_none() {
+            return;
+        }
+        let groups = match self.list_device_groups_full().await {
+            Ok(groups) => groups,
+            Err(error) => {
+                tracing::warn!(cron_job = %job, %error, "cannot list the device groups of the cron job; their workers will pick the change up at check-in");
+                return;
+            }
+        };
+        for group in groups
+            .iter()
+            .filter(|g| g.cron_jobs.iter().any(|j| j == job.as_str()))
+        {
+            self.publish_device_group(group).await;
+        }
+    }
+
     /// Takes `app` out of every group that lists it, each with `device_group_id + 1`, so the
-    /// groups' workers remove its containers (called by `delete_app`).
+    /// groups' workers remove its containers (called by `delete_app`). Returns the groups it
+    /// was taken out of.
     pub(super) async fn remove_app_from_device_groups(
         &self,
         app: &AppName,
-    ) -> Result<(), ManagerError> {
+    ) -> Result<Vec<DeviceGroupName>, ManagerError> {
         let groups = self
             .list_device_groups_full()
             .await
             .map_err(into_manager_error)?;
+        let mut left = Vec::new();
         for group in groups.into_iter().filter(|g| g.apps.contains(app)) {
             let changed = self
                 .modify_device_group(&group.device_group, |g| {
@@ -377,11 +459,12 @@ impl Manager {
                 })
                 .await;
             match changed {
-                Ok(_) | Err(DeviceGroupError::NotFound) => {}
+                Ok(_) => left.push(group.device_group),
+                Err(DeviceGroupError::NotFound) => {}
                 Err(e) => return Err(into_manager_error(e)),
             }
         }
-        Ok(())
+        Ok(left)
     }
 }
 
@@ -658,6 +741,162 @@ mod tests {
                 .collect::<Vec<_>>(),
             ["b"]
         );
+    }
+
+    async fn next(sub: &mut crate::bus::Subscription) -> BusMessage {
+        tokio::time::timeout(std::time::Duration::from_secs(1), sub.next())
+            .await
+            .expect("a message")
+            .expect("open")
+            .message
+    }
+
+    async fn quiet(sub: &mut crate::bus::Subscription) {
+        let extra = tokio::time::timeout(std::time::Duration::from_millis(50), sub.next()).await;
+        assert!(extra.is_err(), "nothing more: {extra:?}");
+    }
+
+    #[tokio::test]
+    async fn changes_are_published_to_the_groups_they_concern() {
+        use crate::bus::{Bus, InProcessBus, Topic};
+        use crate::cron_job::CronJobSpec;
+        let bus = InProcessBus::new();
+        let m = Manager::new(Arc::new(InMemoryStore::new()), Some(Arc::new(bus.clone())));
+        let mut edge = bus
+            .subscribe(&[Topic::DeviceGroup(dg("edge"))])
+            .await
+            .unwrap();
+        let mut other = bus
+            .subscribe(&[Topic::DeviceGroup(dg("other"))])
+            .await
+            .unwrap();
+        for n in ["a", "b"] {
+            m.create_app(app(n), AppSpec::with_image("site"))
+                .await
+                .unwrap();
+        }
+        let nightly = CronJobName::parse("nightly").unwrap();
+        m.create_cron_job(nightly.clone(), CronJobSpec::new("0 3 * * *", "backup"))
+            .await
+            .unwrap();
+        quiet(&mut edge).await;
+        let changed = |info: DeviceGroupInfo| BusMessage::DeviceGroupChanged {
+            device_group: dg("edge"),
+            info,
+        };
+
+        m.create_device_group(
+            dg("edge"),
+            Members {
+                apps: vec![app("a")],
+                cron_jobs: vec!["nightly".into()],
+            },
+        )
+        .await
+        .unwrap();
+        let info = m.device_group_info(&dg("edge")).await.unwrap();
+        assert_eq!(info.cron_jobs.len(), 1);
+        assert_eq!(next(&mut edge).await, changed(info), "what /info serves");
+        m.create_device_group(dg("other"), members(&["b"]))
+            .await
+            .unwrap();
+        assert!(matches!(
+            next(&mut other).await,
+            BusMessage::DeviceGroupChanged { device_group, .. } if device_group == dg("other")
+        ));
+
+        // App changes: to the groups that list the app only.
+        let a2 = m.stop_app(&app("a")).await.unwrap();
+        assert_eq!(
+            next(&mut edge).await,
+            BusMessage::AppChanged {
+                app: a2,
+                device_groups: vec![dg("edge")],
+            }
+        );
+        m.stop_app(&app("b")).await.unwrap();
+        quiet(&mut edge).await;
+        assert!(matches!(
+            next(&mut other).await,
+            BusMessage::AppChanged { .. }
+        ));
+
+        // A cron job of the group changed: the group's whole state with the new document.
+        m.update_cron_job(&nightly, CronJobSpec::new("0 4 * * *", "backup"))
+            .await
+            .unwrap();
+        let info = m.device_group_info(&dg("edge")).await.unwrap();
+        assert_eq!(info.cron_jobs[0].cron_job_id, 2);
+        assert_eq!(next(&mut edge).await, changed(info));
+
+        m.prune_device_group(&dg("edge")).await.unwrap();
+        let BusMessage::DeviceGroupChanged { info, .. } = next(&mut edge).await else {
+            panic!("a group change")
+        };
+        assert_eq!((info.prune_id, info.device_group_id), (2, 1));
+
+        // An app deleted: out of the group first, then its deletion.
+        let incarnation = m.get_app(&app("a")).await.unwrap().incarnation;
+        m.delete_app(&app("a")).await.unwrap();
+        let BusMessage::DeviceGroupChanged { info, .. } = next(&mut edge).await else {
+            panic!("a group change")
+        };
+        assert_eq!((info.device_group_id, info.apps_list.len()), (2, 0));
+        assert_eq!(
+            next(&mut edge).await,
+            BusMessage::AppDeleted {
+                app_name: app("a"),
+                incarnation,
+                device_groups: vec![dg("edge")],
+            }
+        );
+        quiet(&mut edge).await;
+
+        let group = m.get_device_group(&dg("edge")).await.unwrap();
+        m.delete_device_group(&dg("edge")).await.unwrap();
+        assert_eq!(
+            next(&mut edge).await,
+            BusMessage::DeviceGroupDeleted {
+                device_group: dg("edge"),
+                incarnation: group.incarnation,
+            }
+        );
+        quiet(&mut edge).await;
+        quiet(&mut other).await;
+    }
+
+    /// A bus that takes nothing.
+    struct Down;
+
+    #[async_trait::async_trait]
+    impl crate::bus::Bus for Down {
+        async fn publish(&self, _: &BusMessage) -> Result<(), crate::bus::BusError> {
+            Err(crate::bus::BusError::Unavailable("down".into()))
+        }
+        async fn subscribe(
+            &self,
+            _: &[crate::bus::Topic],
+        ) -> Result<crate::bus::Subscription, crate::bus::BusError> {
+            Err(crate::bus::BusError::Unavailable("down".into()))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failed_publish_never_fails_a_command() {
+        let m = Manager::new(Arc::new(InMemoryStore::new()), Some(Arc::new(Down)));
+        m.create_app(app("a"), AppSpec::with_image("site"))
+            .await
+            .unwrap();
+        m.create_device_group(dg("edge"), members(&["a"]))
+            .await
+            .unwrap();
+        m.stop_app(&app("a")).await.unwrap();
+        m.update_device_group(&dg("edge"), members(&[]))
+            .await
+            .unwrap();
+        m.prune_device_group(&dg("edge")).await.unwrap();
+        m.delete_app(&app("a")).await.unwrap();
+        m.delete_device_group(&dg("edge")).await.unwrap();
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -12,6 +12,7 @@ use crate::bus::{Bus, BusMessage, Delivery, ReportBus, Subscription, Topic};
 use crate::container::{
     ContainerSpec, ContainerState, LABEL_ORCHESTRATOR, NetworkMode, ORCHESTRATOR,
 };
+use crate::device_group::{DeviceGroupInfo, DeviceGroupName};
 use crate::model::{App, AppName, AppSpec, RestartMode};
 use crate::report::WorkerReport;
 use crate::runtime::{Runtime, RuntimeError};
@@ -165,15 +166,12 @@ pub async fn bus<B: Bus>(bus: &B, prefix: &str) {
     let mut sub_all = bus.subscribe(&[Topic::AllApps]).await.unwrap();
     let mut sub_c = bus.subscribe(&[Topic::App(c.clone())]).await.unwrap();
     let msgs = [
-        BusMessage::AppChanged {
-            app: app(a.as_str(), 1),
-        },
-        BusMessage::AppChanged {
-            app: app(a.as_str(), 2),
-        },
+        BusMessage::app_changed(app(a.as_str(), 1)),
+        BusMessage::app_changed(app(a.as_str(), 2)),
         BusMessage::AppDeleted {
             app_name: AppName::parse(&format!("{prefix}-b")).unwrap(),
             incarnation: 1,
+            device_groups: Vec::new(),
         },
     ];
     for m in &msgs {
@@ -212,6 +210,108 @@ pub async fn bus<B: Bus>(bus: &B, prefix: &str) {
         extra.is_err(),
         "no duplicate deliveries after ack: {extra:?}"
     );
+    drop((sub_a, sub_all, sub_c));
+    device_groups(bus, prefix).await;
+}
+
+/// The device group half of the Bus contract: a group's subscriber hears its group's changes
+/// and the changes of the apps addressed to it, once each, and nothing else.
+async fn device_groups<B: Bus>(bus: &B, prefix: &str) {
+    let g = DeviceGroupName::parse(&format!("{prefix}-g")).unwrap();
+    let h = DeviceGroupName::parse(&format!("{prefix}-h")).unwrap();
+    let other = DeviceGroupName::parse(&format!("{prefix}-other")).unwrap();
+    let x = app(&format!("{prefix}-x"), 1);
+    let group_topic = |n: &DeviceGroupName| Topic::DeviceGroup(n.clone());
+    let mut sub_g = bus.subscribe(&[group_topic(&g)]).await.unwrap();
+    let mut sub_h = bus.subscribe(&[group_topic(&h)]).await.unwrap();
+    let mut sub_other = bus.subscribe(&[group_topic(&other)]).await.unwrap();
+    let mut sub_all = bus.subscribe(&[Topic::AllApps]).await.unwrap();
+    let mut sub_gh = bus
+        .subscribe(&[group_topic(&g), group_topic(&h)])
+        .await
+        .unwrap();
+    let mut sub_gx = bus
+        .subscribe(&[group_topic(&g), Topic::App(x.app_name.clone())])
+        .await
+        .unwrap();
+    let info = |id: u64| DeviceGroupInfo {
+        apps: vec![x.clone()],
+        apps_list: vec![x.app_name.clone()],
+        cron_jobs: Vec::new(),
+        cron_jobs_list: Vec::new(),
+        prune_id: 1,
+        device_group_id: id,
+        incarnation: 1,
+    };
+    // 0: an app of both groups; 1: an app of no group; 2, 3: each group's state;
+    // 4: the app deleted, listed by g only; 5: h deleted.
+    let msgs = [
+        BusMessage::AppChanged {
+            app: x.clone(),
+            device_groups: vec![g.clone(), h.clone(), g.clone()],
+        },
+        BusMessage::app_changed(app(&format!("{prefix}-y"), 1)),
+        BusMessage::DeviceGroupChanged {
+            device_group: g.clone(),
+            info: info(1),
+        },
+        BusMessage::DeviceGroupChanged {
+            device_group: h.clone(),
+            info: info(2),
+        },
+        BusMessage::AppDeleted {
+            app_name: x.app_name.clone(),
+            incarnation: 1,
+            device_groups: vec![g.clone()],
+        },
+        BusMessage::DeviceGroupDeleted {
+            device_group: h.clone(),
+            incarnation: 1,
+        },
+    ];
+    for m in &msgs {
+        bus.publish(m).await.unwrap();
+    }
+    let cases = [
+        (&mut sub_g, &[0, 2, 4][..], "a group's subscriber"),
+        (&mut sub_h, &[0, 3, 5][..], "another group's subscriber"),
+        (
+            &mut sub_other,
+            &[][..],
+            "a subscriber of a group no message is for",
+        ),
+        (
+            &mut sub_all,
+            &[0, 1, 4][..],
+            "an all-apps subscriber (no group messages)",
+        ),
+        (
+            &mut sub_gh,
+            &[0, 2, 3, 4, 5][..],
+            "a subscriber of two groups",
+        ),
+        (
+            &mut sub_gx,
+            &[0, 2, 4][..],
+            "a subscriber of a group and one of its apps",
+        ),
+    ];
+    let within = Duration::from_secs(10);
+    for (sub, want, who) in cases {
+        for &i in want {
+            let d = tokio::time::timeout(within, sub.next())
+                .await
+                .unwrap_or_else(|_| panic!("{who}: message {i} in time"))
+                .expect("open");
+            assert_eq!(d.message, msgs[i], "{who} gets its messages in order");
+            d.ack().await.unwrap();
+        }
+        let extra = tokio::time::timeout(Duration::from_millis(300), sub.next()).await;
+        assert!(
+            extra.is_err(),
+            "{who} gets each of its messages once and nothing else: {extra:?}"
+        );
+    }
 }
 
 /// The ReportBus contract. `bus` must start with no report waiting and no subscriber (on a

@@ -81,6 +81,59 @@ impl CronDesired {
             jobs: info.cron_jobs.clone(),
         }
     }
+
+    /// Takes `newer` into what the runner has not applied yet; returns whether anything
+    /// changed. A group state of a lower (incarnation, `device_group_id`) than the one held is
+    /// dropped; at the same revision each job keeps its newest document, so a stale reply that
+    /// arrives before the runner woke never hides a newer one. (The runner applies each state
+    /// by the same rules, so what it already applied is harmless to see again.)
+    pub fn merge(&mut self, newer: Self) -> bool {
+        match (&mut *self, newer) {
+            (_, Self::Unsynced) => false,
+            (
+                Self::Group {
+                    incarnation,
+                    device_group_id,
+                    jobs,
+                    ..
+                },
+                Self::Group {
+                    incarnation: new_incarnation,
+                    device_group_id: new_id,
+                    listed: new_listed,
+                    jobs: mut new_jobs,
+                },
+            ) if (new_incarnation, new_id) <= (*incarnation, *device_group_id) => {
+                if (new_incarnation, new_id) < (*incarnation, *device_group_id) {
+                    return false;
+                }
+                let mut changed = false;
+                for job in &mut new_jobs {
+                    if let Some(held) = jobs.iter().find(|h| h.cron_job_name == job.cron_job_name)
+                        && held.revision() >= job.revision()
+                    {
+                        job.clone_from(held);
+                    } else {
+                        changed = true;
+                    }
+                }
+                if changed {
+                    *self = Self::Group {
+                        incarnation: new_incarnation,
+                        device_group_id: new_id,
+                        listed: new_listed,
+                        jobs: new_jobs,
+                    };
+                }
+                changed
+            }
+            (_, newer) => {
+                let changed = *self != newer;
+                *self = newer;
+                changed
+            }
+        }
+    }
 }
 
 /// The runner's knobs.

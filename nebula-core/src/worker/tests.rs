@@ -218,24 +218,25 @@ async fn stale_messages_are_ignored_and_recreated_apps_are_not() {
     let mut w = rig.worker(Selection::All);
     w.sync().await.unwrap();
     let v2 = rig.manager.stop_app(&app("site")).await.unwrap();
-    assert!(w.apply(BusMessage::AppChanged { app: v2.clone() }));
+    assert!(w.apply(BusMessage::app_changed(v2.clone())));
     assert!(
-        !w.apply(BusMessage::AppChanged { app: v1.clone() }),
+        !w.apply(BusMessage::app_changed(v1.clone())),
         "older version ignored"
     );
     assert!(w.apply(BusMessage::AppDeleted {
         app_name: app("site"),
-        incarnation: v1.incarnation
+        incarnation: v1.incarnation,
+        device_groups: Vec::new(),
     }));
     assert!(
-        !w.apply(BusMessage::AppChanged { app: v2 }),
+        !w.apply(BusMessage::app_changed(v2)),
         "a late change of a deleted app is ignored"
     );
     rig.manager.delete_app(&app("site")).await.unwrap();
     let again = rig.create("site", 1.0).await;
     assert_eq!(again.app_id, 1);
     assert!(
-        w.apply(BusMessage::AppChanged { app: again }),
+        w.apply(BusMessage::app_changed(again)),
         "re-created app at app_id 1 is taken"
     );
 }
@@ -713,16 +714,19 @@ async fn group_prune_runs_once_per_request_and_never_at_first_sight() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_group_worker_waits_for_its_group_and_polls_changes() {
+async fn a_group_worker_hears_its_group_at_once_and_nothing_else() {
     let rig = Rig::new();
     rig.create_at("a", 8000).await;
     rig.create_at("b", 8100).await;
+    rig.create_at("c", 8200).await;
     let w = Worker::new(
         Arc::new(rig.rt.clone()),
         Arc::new(rig.manager.clone()),
         Some(Arc::new(rig.bus.clone())),
         WorkerConfig {
             selection: Selection::DeviceGroup(dg("edge")),
+            // Only the bus can explain anything that happens within the test.
+            check_in: Duration::from_secs(3600),
             ..WorkerConfig::default()
         },
     );
@@ -730,26 +734,192 @@ async fn a_group_worker_waits_for_its_group_and_polls_changes() {
     let handle = tokio::spawn(w.run(async {
         let _ = stop_rx.await;
     }));
-    tokio::time::sleep(Duration::from_millis(10)).await;
+    let moment = Duration::from_millis(10);
+    tokio::time::sleep(moment).await;
+    assert!(
+        rig.apps_running().is_empty(),
+        "the group does not exist yet"
+    );
     rig.manager
         .create_device_group(dg("edge"), members(&["a"]))
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_secs(29)).await;
-    assert!(rig.apps_running().is_empty(), "not before the check-in");
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(rig.apps_running(), set(&["a"]), "picked up at check-in");
-    // App changes come over the bus at once, for members only.
+    tokio::time::sleep(moment).await;
+    assert_eq!(rig.apps_running(), set(&["a"]), "a created group at once");
+
+    // App changes of members at once; of other apps, never.
     rig.manager.stop_app(&app("a")).await.unwrap();
     rig.manager.stop_app(&app("b")).await.unwrap();
     rig.manager.start_app(&app("b")).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(10)).await;
+    tokio::time::sleep(moment).await;
+    assert!(rig.apps_running().is_empty(), "a stopped, b ignored");
+    rig.manager.start_app(&app("a")).await.unwrap();
+
+    // Membership at once: b joins.
+    rig.manager
+        .update_device_group(&dg("edge"), members(&["a", "b"]))
+        .await
+        .unwrap();
+    tokio::time::sleep(moment).await;
+    assert_eq!(rig.apps_running(), set(&["a", "b"]), "b joined at once");
+
+    // Another group changing is not heard.
+    rig.manager
+        .create_device_group(dg("other"), members(&["c"]))
+        .await
+        .unwrap();
+    tokio::time::sleep(moment).await;
+    assert_eq!(rig.apps_running(), set(&["a", "b"]));
+
+    // A prune request at once, once.
+    let prunes = || rig.rt.calls().iter().filter(|c| **c == Call::Prune).count();
+    rig.manager.prune_device_group(&dg("edge")).await.unwrap();
+    rig.manager.prune_device_group(&dg("other")).await.unwrap();
+    tokio::time::sleep(moment).await;
+    assert_eq!(prunes(), 1, "the group's prune request only");
+
+    // A cron job of the group changed: the runner has the new document at once (it pulls
+    // the new image ahead of the run).
+    let job = crate::cron_job::CronJobName::parse("nightly").unwrap();
+    rig.manager
+        .create_cron_job(
+            job.clone(),
+            crate::cron_job::CronJobSpec::new("0 3 * * *", "site"),
+        )
+        .await
+        .unwrap();
+    rig.manager
+        .patch_device_group(
+            &dg("edge"),
+            MembersPatch {
+                cron_jobs: Some(vec!["nightly".into()]),
+                ..MembersPatch::default()
+            },
+        )
+        .await
+        .unwrap();
+    rig.manager
+        .update_cron_job(
+            &job,
+            crate::cron_job::CronJobSpec::new("0 3 * * *", "site:v2"),
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(moment).await;
+    assert!(
+        rig.rt
+            .calls()
+            .iter()
+            .any(|c| matches!(c, Call::Pull(image) if image.contains("site:v2"))),
+        "the changed job is scheduled at once: {:?}",
+        rig.rt.calls()
+    );
+
+    // A member app deleted leaves at once.
+    rig.manager.delete_app(&app("b")).await.unwrap();
+    tokio::time::sleep(moment).await;
+    assert_eq!(rig.apps_running(), set(&["a"]));
+
+    // The group deleted: its apps go at once; re-created: back at once.
+    rig.manager.delete_device_group(&dg("edge")).await.unwrap();
+    tokio::time::sleep(moment).await;
     assert!(
         rig.apps_running().is_empty(),
-        "a stopped at once, b ignored"
+        "deleted group's apps removed"
     );
+    rig.manager
+        .create_device_group(dg("edge"), members(&["a"]))
+        .await
+        .unwrap();
+    tokio::time::sleep(moment).await;
+    assert_eq!(rig.apps_running(), set(&["a"]), "re-created group at once");
     stop_tx.send(()).unwrap();
     handle.await.unwrap();
+}
+
+fn group_changed(name: &str, state: DesiredState) -> BusMessage {
+    let DesiredState::Group(info) = state else {
+        unreachable!()
+    };
+    BusMessage::DeviceGroupChanged {
+        device_group: dg(name),
+        info,
+    }
+}
+
+/// Applies `message`, reconciles, and checks the apps running; returns what `apply` said.
+async fn step(w: &mut Worker, rig: &Rig, message: BusMessage, expect: &[&str]) -> bool {
+    let changed = w.apply(message);
+    let out = w.reconcile().await;
+    assert!(out.errors.is_empty(), "{out:?}");
+    assert_eq!(rig.apps_running(), set(expect));
+    changed
+}
+
+#[tokio::test]
+async fn group_messages_follow_the_rules_of_the_http_sync() {
+    let rig = Rig::new();
+    let a = rig.create_at("a", 8000).await;
+    let b = rig.create_at("b", 8100).await;
+    let mut w = rig.worker(Selection::DeviceGroup(dg("edge")));
+    let w = &mut w;
+    let deleted = |name: &str, incarnation: u64| BusMessage::DeviceGroupDeleted {
+        device_group: dg(name),
+        incarnation,
+    };
+    assert!(
+        !step(w, &rig, group_changed("other", info(5, 1, 1, &[&a])), &[]).await,
+        "another group's state is not this worker's"
+    );
+    assert!(step(w, &rig, group_changed("edge", info(5, 1, 1, &[&a])), &["a"]).await);
+    // b's change overtakes the group change that adds b: kept, taken when b joins.
+    let b2 = rig.manager.stop_app(&app("b")).await.unwrap();
+    let b3 = rig.manager.start_app(&app("b")).await.unwrap();
+    let overtaking = BusMessage::AppChanged {
+        app: b3.clone(),
+        device_groups: vec![dg("edge")],
+    };
+    assert!(!step(w, &rig, overtaking, &["a"]).await);
+    assert!(
+        !step(w, &rig, BusMessage::app_changed(b2), &["a"]).await,
+        "an app no message puts in the group is not taken"
+    );
+    let joined = group_changed("edge", info(5, 2, 1, &[&a, &b]));
+    assert!(step(w, &rig, joined, &["a", "b"]).await);
+    assert_eq!(
+        w.desired()[&app("b")],
+        b3,
+        "the newer document of b is held"
+    );
+    // A stale state removes nothing; deletions of an older incarnation or of another group
+    // are ignored.
+    let stale = group_changed("edge", info(5, 1, 1, &[&a]));
+    assert!(!step(w, &rig, stale, &["a", "b"]).await);
+    assert!(!step(w, &rig, deleted("edge", 4), &["a", "b"]).await);
+    assert!(!step(w, &rig, deleted("other", 5), &["a", "b"]).await);
+    // Deleted: its apps go, and a late state of the deleted incarnation is ignored.
+    assert!(step(w, &rig, deleted("edge", 5), &[]).await);
+    let late = group_changed("edge", info(5, 3, 2, &[&a]));
+    assert!(!step(w, &rig, late, &[]).await);
+    let again = group_changed("edge", info(6, 1, 1, &[&b]));
+    assert!(step(w, &rig, again, &["b"]).await);
+}
+
+#[tokio::test]
+async fn a_group_deleted_before_the_worker_held_it_is_never_taken() {
+    let rig = Rig::new();
+    let a = rig.create_at("a", 8000).await;
+    let mut w = rig.worker(Selection::DeviceGroup(dg("edge")));
+    assert!(!w.apply(BusMessage::DeviceGroupDeleted {
+        device_group: dg("edge"),
+        incarnation: 5,
+    }));
+    assert!(!w.apply(group_changed("edge", info(5, 2, 1, &[&a]))));
+    w.reconcile().await;
+    assert!(rig.apps_running().is_empty());
+    assert!(w.apply(group_changed("edge", info(6, 1, 1, &[&a]))));
+    w.reconcile().await;
+    assert_eq!(rig.apps_running(), set(&["a"]));
 }
 
 /// A bus whose subscriptions can all be cut at once, as a broker restart does.

@@ -348,3 +348,36 @@ async fn a_device_group_worker_runs_its_groups_cron_jobs() {
     stop.send(()).unwrap();
     run.await.unwrap();
 }
+
+#[test]
+fn a_state_not_yet_applied_is_never_hidden_by_an_older_one() {
+    let v1 = job("a", "* * * * *", 1, 1);
+    let v2 = job("a", "*/5 * * * *", 2, 1);
+    let b = job("b", "* * * * *", 1, 1);
+    let mut held = CronDesired::Unsynced;
+    assert!(held.merge(group(2, &[&v2, &b])));
+    assert!(!held.merge(CronDesired::Unsynced));
+    assert!(
+        !held.merge(group(1, &[&v1])),
+        "a lower group revision is dropped"
+    );
+    assert!(
+        !held.merge(group(2, &[&v1, &b])),
+        "an older job document at the same revision changes nothing"
+    );
+    assert_eq!(held, group(2, &[&v2, &b]));
+    let v3 = job("a", "0 * * * *", 3, 1);
+    assert!(
+        held.merge(group(2, &[&v3, &b])),
+        "a newer job document is taken"
+    );
+    assert_eq!(held, group(2, &[&v3, &b]));
+    assert!(held.merge(group(3, &[&v1])), "a higher revision replaces");
+    assert_eq!(held, group(3, &[&v1]));
+    assert!(held.merge(CronDesired::NoGroup));
+    assert!(!held.merge(CronDesired::NoGroup));
+    assert!(
+        held.merge(group(1, &[&v1])),
+        "after a deletion, the next state"
+    );
+}
