@@ -26,8 +26,6 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// How long `subscribe` waits for the previous consumer of the same worker queue to go away
 /// (a subscription dropped a moment ago is cancelled asynchronously).
 const EXCLUSIVE_WAIT: Duration = Duration::from_secs(3);
-/// The `x-queue-version` of workers' queues (part of the queue name's digest).
-pub(crate) const CLASSIC_QUEUE_VERSION: i64 = 2;
 /// AMQP `delivery_mode` of a persistent message.
 const PERSISTENT: u8 = 2;
 /// What a message's content header may take besides its `BCC` keys (the other properties and
@@ -365,12 +363,6 @@ impl RabbitBus {
         args.insert(
             ShortString::from("x-queue-type"),
             AMQPValue::LongString(LongString::from("classic")),
-        );
-        // Classic queue version 2 (RabbitMQ 3.10+; older brokers ignore the argument): a
-        // persistent message costs each queue less work and memory than in version 1.
-        args.insert(
-            ShortString::from("x-queue-version"),
-            AMQPValue::LongLongInt(CLASSIC_QUEUE_VERSION),
         );
         if let Some(max) = c.max_queue_length {
             args.insert(

@@ -309,11 +309,10 @@ impl RabbitConfig {
             hash.update([0]);
         }
         hash.update(format!(
-            "exchange={};expires={};max={:?};version={}",
+            "exchange={};expires={};max={:?}",
             self.exchange,
             self.queue_expiry.as_millis(),
-            self.max_queue_length,
-            crate::bus::CLASSIC_QUEUE_VERSION
+            self.max_queue_length
         ));
         let digest = hash.finalize();
         let short: String = digest[..4].iter().map(|b| format!("{b:02x}")).collect();
