@@ -1,11 +1,16 @@
 //! Device groups end to end: `nebula-api-manager` + a `nebula-worker-manager` with
-//! `DEVICE_GROUP`, on a real engine.
+//! `DEVICE_GROUP`, on a real engine; over HTTP check-ins, and over RabbitMQ with a check-in
+//! of an hour, so that only the bus can explain a change applied within seconds.
 //!
 //! Membership changes run on the shared engine (every name is unique to the run). Pruning
 //! removes *every* unused image of an engine, and other tests pull and tag images on the shared
 //! one in parallel, so the prune test runs its worker against a private `dockerd` in a network
 //! namespace of its own (root only; skipped otherwise, failed with `NEBULA_REQUIRE_ENGINE=1`),
 //! loaded with copies of the test images: the shared engine is never pruned.
+//!
+//! The RabbitMQ tests use the broker on 127.0.0.1:5672 (guest/guest, default vhost; every
+//! app and group name is unique to the run). Without it they print `SKIPPED`, and fail with
+//! `NEBULA_REQUIRE_BROKER=1`.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -25,15 +30,17 @@ fn app_doc(port: u16) -> Value {
         "containers_per": {"server": 1}, "env_vars": {"MESSAGE": "device group"}})
 }
 
-/// An API manager on its own data dir, ready; with its base URL.
-async fn api_manager(dir: &Path) -> (Process, Api, String) {
+/// An API manager on its own data dir, with `env` added, ready; with its base URL.
+async fn api_manager(dir: &Path, env: &[(&str, &str)]) -> (Process, Api, String) {
     let port = free_port();
     let bind = format!("127.0.0.1:{port}");
     let data = dir.join("data");
+    let mut all = vec![("BASIC_AUTH_USER", USER), ("BASIC_AUTH_PASSWORD", PASSWORD)];
+    all.extend_from_slice(env);
     let manager = Process::start(
         binary("nebula-api-manager"),
         &["--bind", &bind, "--data-dir", data.to_str().unwrap()],
-        &[("BASIC_AUTH_USER", USER), ("BASIC_AUTH_PASSWORD", PASSWORD)],
+        &all,
         dir.join("manager.log"),
     );
     let api = Api::new(port, USER, PASSWORD);
@@ -42,15 +49,55 @@ async fn api_manager(dir: &Path) -> (Process, Api, String) {
 }
 
 fn worker(dir: &Path, manager_uri: &str, group: &str, docker_host: Option<&str>) -> Process {
+    worker_with(dir, manager_uri, group, docker_host, &[])
+}
+
+/// A worker of `group` on RabbitMQ whose HTTP check-in comes once an hour, with `worker_id`
+/// naming its queue.
+fn bus_worker(
+    dir: &Path,
+    manager_uri: &str,
+    group: &str,
+    docker_host: Option<&str>,
+    worker_id: &str,
+) -> Process {
+    worker_with(
+        dir,
+        manager_uri,
+        group,
+        docker_host,
+        &[
+            ("NEBULA_MANAGER_CHECK_IN_TIME", "3600"),
+            ("RABBIT_HOST", "127.0.0.1"),
+            ("NEBULA_WORKER_ID", worker_id),
+            ("NEBULA_RABBIT_QUEUE_EXPIRY", "60"),
+        ],
+    )
+}
+
+/// A worker of `group`, checking in every second unless `env` says otherwise.
+fn worker_with(
+    dir: &Path,
+    manager_uri: &str,
+    group: &str,
+    docker_host: Option<&str>,
+    extra: &[(&str, &str)],
+) -> Process {
     let mut env = vec![
         ("DEVICE_GROUP", group),
         ("NEBULA_MANAGER_URI", manager_uri),
         ("NEBULA_MANAGER_AUTH_USER", USER),
         ("NEBULA_MANAGER_AUTH_PASSWORD", PASSWORD),
-        ("NEBULA_MANAGER_CHECK_IN_TIME", "1"),
         ("NEBULA_RECONCILE_INTERVAL", "1"),
         ("NEBULA_STOP_GRACE", "1"),
     ];
+    if !extra
+        .iter()
+        .any(|(k, _)| *k == "NEBULA_MANAGER_CHECK_IN_TIME")
+    {
+        env.push(("NEBULA_MANAGER_CHECK_IN_TIME", "1"));
+    }
+    env.extend_from_slice(extra);
     if let Some(host) = docker_host {
         env.push(("DOCKER_HOST", host));
     }
@@ -75,7 +122,7 @@ async fn a_device_group_worker_runs_its_group() {
     }
     let dir = std::env::temp_dir().join(unique("nebula-dg-"));
     std::fs::create_dir_all(&dir).unwrap();
-    let (manager, api, uri) = api_manager(&dir).await;
+    let (manager, api, uri) = api_manager(&dir, &[]).await;
     let (a, b, c) = (unique("dga"), unique("dgb"), unique("dgc"));
     let group = unique("edge");
     let ports = free_port_range(3);
@@ -397,7 +444,7 @@ async fn prune_scenario(dir: PathBuf, engine: Cli, name: String) {
     let unused = |n: u32| format!("nebula-prune-{name}:unused{n}");
     engine.docker_ok(&["tag", IMAGE_V2, &unused(1)]);
 
-    let (_manager, api, uri) = api_manager(&dir).await;
+    let (_manager, api, uri) = api_manager(&dir, &[]).await;
     let app = unique("dgp");
     let group = unique("pruned");
     // No network: the private engine has no `bridge`, and the app needs no port.
@@ -470,6 +517,291 @@ async fn prune_scenario(dir: PathBuf, engine: Cli, name: String) {
     )
     .await;
     assert!(engine.has_image(IMAGE));
+    assert!(
+        worker.log().contains("pruned unused images"),
+        "{}",
+        worker.log()
+    );
+}
+
+/// Whether RabbitMQ answers on 127.0.0.1:5672; prints `SKIPPED` otherwise (or fails, when
+/// `NEBULA_REQUIRE_BROKER` is set).
+fn broker_ready(test: &str) -> bool {
+    let up = std::net::TcpStream::connect_timeout(
+        &([127, 0, 0, 1], 5672).into(),
+        Duration::from_secs(1),
+    )
+    .is_ok();
+    if !up {
+        assert!(
+            std::env::var_os("NEBULA_REQUIRE_BROKER").is_none(),
+            "{test}: NEBULA_REQUIRE_BROKER is set"
+        );
+        println!("SKIPPED {test}: no RabbitMQ on 127.0.0.1:5672; run .ci/rabbitmq.sh");
+    }
+    up
+}
+
+/// The keys worker `id`'s queues are bound with to the exchange of changes on the default
+/// vhost, or `None` when `rabbitmqctl` cannot tell.
+fn worker_bindings(id: &str) -> Option<Vec<String>> {
+    let out = Command::new("rabbitmqctl")
+        .args([
+            "-q",
+            "list_bindings",
+            "source_name",
+            "destination_name",
+            "routing_key",
+        ])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())?;
+    let queue = format!("nebula.worker.{id}.");
+    let mut keys: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            let mut columns = l.split('\t');
+            Some((columns.next()?, columns.next()?, columns.next()?))
+        })
+        .filter(|(source, destination, _)| {
+            *source == nebula_rabbit::DEFAULT_EXCHANGE && destination.starts_with(&queue)
+        })
+        .map(|(_, _, key)| key.to_owned())
+        .collect();
+    keys.sort();
+    Some(keys)
+}
+
+/// Within this, only a bus message can explain a change: the worker checks in once an hour.
+const PUSHED: Duration = Duration::from_secs(15);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_group_worker_hears_its_group_over_rabbitmq_at_once() {
+    const TEST: &str = "a_device_group_worker_hears_its_group_over_rabbitmq_at_once";
+    if !engine_ready(TEST) || !broker_ready(TEST) {
+        return;
+    }
+    let dir = std::env::temp_dir().join(unique("nebula-dgbus-"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (manager, api, uri) = api_manager(&dir, &[("RABBIT_HOST", "127.0.0.1")]).await;
+    let (a, b, out) = (unique("dgba"), unique("dgbb"), unique("dgbo"));
+    let ports = free_port_range(3);
+    for (i, app) in [&a, &b, &out].into_iter().enumerate() {
+        let port = ports + u16::try_from(i).unwrap();
+        ok(
+            &api,
+            "POST",
+            &format!("/api/v2/apps/{app}"),
+            Some(app_doc(port)),
+            200,
+        )
+        .await;
+    }
+    let group = unique("busedge");
+    ok(
+        &api,
+        "POST",
+        &format!("/api/v2/device_groups/{group}"),
+        Some(json!({"apps": [a]})),
+        200,
+    )
+    .await;
+    let worker_id = unique("dgw");
+    let worker = bus_worker(&dir, &uri, &group, None, &worker_id);
+    // The worker subscribes before its first sync, so once the group's app runs, the queue
+    // is bound.
+    wait_for(
+        "the group's app runs after the sync at start",
+        Duration::from_secs(60),
+        || async { running(&a).len() == 1 },
+    )
+    .await;
+    match worker_bindings(&worker_id) {
+        Some(keys) => assert_eq!(
+            keys,
+            [format!("dg.{group}")],
+            "the worker's queue is bound to its group only, not to every app"
+        ),
+        None => println!("{TEST}: rabbitmqctl unavailable; the queue's bindings are not checked"),
+    }
+
+    ok(
+        &api,
+        "PUT",
+        &format!("/api/v2/device_groups/{group}/update"),
+        Some(json!({"apps": [a, b]})),
+        202,
+    )
+    .await;
+    wait_for("an app added to the group runs", PUSHED, || async {
+        running(&b).len() == 1
+    })
+    .await;
+
+    // An app outside the group changes, then an app of the group: once the second is
+    // applied, the first had every chance, and nothing of it is here.
+    let a_before = containers(&a);
+    for (app, message) in [(&out, "outside"), (&b, "pushed")] {
+        ok(
+            &api,
+            "PUT",
+            &format!("/api/v2/apps/{app}/update"),
+            Some(json!({"env_vars": {"MESSAGE": message}})),
+            202,
+        )
+        .await;
+    }
+    let b_port = ports + 1;
+    wait_for("a member's change is applied", PUSHED, || async {
+        nebula_tests::http_get(b_port)
+            .await
+            .is_some_and(|body| body.starts_with("pushed"))
+    })
+    .await;
+    assert!(containers(&out).is_empty(), "an app outside the group");
+    assert_eq!(containers(&a), a_before, "an unchanged member is untouched");
+
+    ok(
+        &api,
+        "PATCH",
+        &format!("/api/v2/device_groups/{group}/update"),
+        Some(json!({"apps": [b]})),
+        202,
+    )
+    .await;
+    wait_for("an app removed from the group goes", PUSHED, || async {
+        containers(&a).is_empty()
+    })
+    .await;
+
+    ok(
+        &api,
+        "DELETE",
+        &format!("/api/v2/device_groups/{group}"),
+        None,
+        200,
+    )
+    .await;
+    wait_for("a deleted group's apps go", PUSHED, || async {
+        containers(&b).is_empty()
+    })
+    .await;
+    ok(
+        &api,
+        "POST",
+        &format!("/api/v2/device_groups/{group}"),
+        Some(json!({"apps": [a]})),
+        200,
+    )
+    .await;
+    wait_for("a re-created group runs", PUSHED, || async {
+        running(&a).len() == 1
+    })
+    .await;
+
+    drop(worker);
+    drop(manager);
+    for app in [&a, &b, &out] {
+        cleanup(app);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prune_request_reaches_the_groups_hosts_over_rabbitmq_at_once() {
+    const TEST: &str = "a_prune_request_reaches_the_groups_hosts_over_rabbitmq_at_once";
+    if !engine_ready(TEST) || !broker_ready(TEST) {
+        return;
+    }
+    docker_ok(&["pull", "-q", IMAGE]);
+    docker_ok(&["pull", "-q", IMAGE_V2]);
+    let name = unique("nebula-dgbp-");
+    let engine = match PrivateEngine::start(&name) {
+        Ok(engine) => engine,
+        Err(reason) => {
+            assert!(
+                std::env::var_os("NEBULA_REQUIRE_ENGINE").is_none(),
+                "NEBULA_REQUIRE_ENGINE is set but: {reason}"
+            );
+            println!("SKIPPED {TEST}: {reason}");
+            return;
+        }
+    };
+    let dir = std::env::temp_dir().join(format!("{name}-run"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cli = engine.cli.clone();
+    let result = tokio::spawn(bus_prune_scenario(dir.clone(), cli.clone(), name.clone())).await;
+    let ids = cli.docker_ok(&["ps", "-aq", "--filter", "label=orchestrator=nebula"]);
+    for id in ids.split_whitespace() {
+        let _ = cli.docker(&["rm", "-f", id]);
+    }
+    engine.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+    if let Err(e) = result {
+        std::panic::resume_unwind(e.into_panic());
+    }
+}
+
+/// A group prune, and a prune of every group, reach a worker on the private engine over the
+/// bus long before its check-in.
+async fn bus_prune_scenario(dir: PathBuf, engine: Cli, name: String) {
+    engine.load(&[IMAGE, IMAGE_V2]);
+    let unused = |n: u32| format!("nebula-prune-{name}:unused{n}");
+    engine.docker_ok(&["tag", IMAGE_V2, &unused(1)]);
+    let (_manager, api, uri) = api_manager(&dir, &[("RABBIT_HOST", "127.0.0.1")]).await;
+    let app = unique("dgbp");
+    let group = unique("buspruned");
+    ok(
+        &api,
+        "POST",
+        &format!("/api/v2/apps/{app}"),
+        Some(json!({"docker_image": IMAGE, "networks": ["none"]})),
+        200,
+    )
+    .await;
+    ok(
+        &api,
+        "POST",
+        &format!("/api/v2/device_groups/{group}"),
+        Some(json!({"apps": [app]})),
+        200,
+    )
+    .await;
+    let worker = bus_worker(&dir, &uri, &group, Some(&engine.socket), &unique("dgpw"));
+    wait_for(
+        "the group's app runs on the private engine",
+        Duration::from_secs(60),
+        || async { engine.running(&app) == 1 },
+    )
+    .await;
+    assert!(engine.has_image(&unused(1)), "no prune at first sight");
+
+    ok(
+        &api,
+        "POST",
+        &format!("/api/v2/device_groups/{group}/prune"),
+        None,
+        202,
+    )
+    .await;
+    wait_for(
+        "a device group prune removes the unused image",
+        PUSHED,
+        || async { !engine.has_image(&unused(1)) },
+    )
+    .await;
+    assert!(engine.has_image(IMAGE), "the image in use stays");
+
+    engine.load(&[IMAGE_V2]);
+    engine.docker_ok(&["tag", IMAGE_V2, &unused(2)]);
+    ok(&api, "POST", "/api/v2/prune", None, 202).await;
+    wait_for(
+        "a prune of every group removes the unused image",
+        PUSHED,
+        || async { !engine.has_image(&unused(2)) },
+    )
+    .await;
+    assert_eq!(engine.running(&app), 1);
     assert!(
         worker.log().contains("pruned unused images"),
         "{}",
