@@ -29,19 +29,35 @@
 //!
 //! ```text
 //!  API manager ── publish, confirm ──> exchange "nebula.apps" (topic, durable)
-//!                  key app.<name>            │  one binding per selected topic
-//!                                            ├── app.web ──> queue nebula.worker.host-1.<digest> ──> worker host-1
-//!                                            ├── app.#   ──> queue nebula.worker.host-2.<digest> ──> worker host-2
-//!                                            └── ...         (one queue per worker, not per app)
+//!   key app.<name>, BCC dg.<group>...        │  one binding per selected topic
+//!   or key dg.<group>                        ├── app.web  ──> queue nebula.worker.host-1.<digest> ──> worker host-1 (APP_NAME=web)
+//!                                            ├── app.#    ──> queue nebula.worker.host-2.<digest> ──> worker host-2 (every app)
+//!                                            ├── dg.edge  ──> queue nebula.worker.host-3.<digest> ──> worker host-3 (DEVICE_GROUP=edge)
+//!                                            └── ...          (one queue per worker, not per app)
 //! ```
 //!
 //! - **One durable topic exchange**, `nebula.apps` ([`RabbitConfig::exchange`]), declared by
 //!   publishers and subscribers alike (the original lost messages to missing exchanges).
-//!   A change of app `web` is published once, with routing key `app.web`. The `app.` prefix
-//!   leaves room for device-group keys (`dg.<group>`) on the same exchange later.
+//! - **A message is published once, for every topic it is for.** Each message names its
+//!   topics ([`BusMessage::topics`](nebula_core::bus::BusMessage::topics)), each with its key
+//!   ([`wire::binding_key`]): `app.<name>` for an app, `dg.<group>` for a device group. A
+//!   change of app `web` that groups `edge` and `core` list is published with routing key
+//!   `app.web` and the header `BCC: ["dg.edge", "dg.core"]`: RabbitMQ's sender-selected
+//!   distribution routes it as if it were published with each key, puts at most one copy in
+//!   each queue, and removes the `BCC` header before delivery (a `CC` header would reach
+//!   every host). A device group's change (its whole state) or deletion is published with
+//!   `dg.<group>`. The keys travel in the content header, which must fit in one frame
+//!   (`frame_max`, [`RabbitConfig::frame_max`], 8 KiB by default, or less if the broker says
+//!   so): keys beyond it (an app in more than about a hundred groups of long names) go in a
+//!   further publish of the same message, each key in one publish ([`wire::routes`]); a
+//!   queue bound to keys of two publishes then gets two copies, which workers ignore by
+//!   version.
 //! - **One queue per worker**, named `nebula.worker.<worker id>.<digest>` (see
 //!   [`RabbitConfig::queue_name`]), bound with one binding per topic the worker selects:
-//!   `app.<name>` for each app of `APP_NAME`, `app.#` for a worker that takes every app. The
+//!   `app.<name>` for each app of `APP_NAME`, `app.#` for a worker that takes every app (it
+//!   hears no group message: `app.#` matches no `dg.` key), `dg.<group>` alone for a
+//!   `DEVICE_GROUP` worker, which so hears its group's changes and the changes of the apps
+//!   its group lists, and nothing of the rest of the fleet. The
 //!   original declared one queue per host *and app*; here a host costs the broker one queue
 //!   and one consumer whatever it runs. The digest covers the topic set, the exchange and the
 //!   queue arguments, so a worker whose selection changed starts on a queue with exactly the
@@ -65,11 +81,14 @@
 //!   reconcile the message triggered; anything unacked when the subscription or connection
 //!   ends goes back to the queue and comes again (workers ignore versions they hold).
 //! - **The message is the whole change.** The body is a versioned JSON envelope
-//!   `{"v":1,"kind":"app_changed","app":{...}}` carrying the full app document (see [`wire`]),
-//!   so no worker reads the store or the API to learn what changed. A body that does not
-//!   decode (or has another `v`), or is about an app the subscription did not select, is acked,
-//!   logged (never its content: app env may hold secrets) and skipped; it never stops the
-//!   subscription.
+//!   `{"v":1,"kind":"app_changed","app":{...},"device_groups":[...]}` carrying the full app
+//!   document, or `{"v":1,"kind":"device_group_changed","device_group":..,"info":{...}}`
+//!   carrying the group's whole `/info` state (versions, prune id, app and cron job
+//!   documents; see [`wire`]), so no worker reads the store or the API to learn what changed.
+//!   `device_groups` is left out when empty, and an envelope without it (from an older
+//!   manager) reaches the app's subscribers only. A body that does not decode (or has
+//!   another `v`), or is for no topic of the subscription, is acked, logged (never its
+//!   content: app env may hold secrets) and skipped; it never stops the subscription.
 //!
 //! # Worker reports
 //!
@@ -120,7 +139,9 @@
 //! change = a thundering herd on etcd at the moment it is busiest. Here a change costs the
 //! store one compare-and-swap write and the broker one publish; the broker's routing turns it
 //! into one copy per bound queue — one message per host per change, delivered over
-//! connections that are already open. The manager's work does not grow with the fleet; the
+//! connections that are already open, and only to the hosts the change concerns: a
+//! `DEVICE_GROUP` host is bound to its group's key alone, so the changes of other groups and
+//! of apps outside its group never reach it (nor cost it a decode). The manager's work does not grow with the fleet; the
 //! broker's fan-out is a routing-table lookup plus N enqueues, which RabbitMQ spreads over
 //! its cores (and, beyond one node's connection limit of some tens of thousands of hosts, over
 //! a cluster, or regional brokers fed by a federated `nebula.apps`: federation forwards only
