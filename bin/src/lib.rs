@@ -1,6 +1,7 @@
 //! What the three binaries share: configuration layering, logging, shutdown, and assembling
 //! the services from their parts.
 
+pub mod cli;
 pub mod config;
 pub mod reports;
 pub mod run;

@@ -1,4 +1,5 @@
-//! `nebula`: the single-process Nebula (`nebula standalone`).
+//! `nebula`: the single-process Nebula (`nebula standalone`), and the client CLI
+//! (`nebula <noun> <verb>`, see `nebula_bin::cli`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -38,16 +39,21 @@ enum Command {
         #[arg(long)]
         reconcile_interval: Option<String>,
     },
+    #[command(flatten)]
+    Client(nebula_bin::cli::Command),
 }
 
 fn main() -> ExitCode {
-    let Command::Standalone {
-        bind,
-        data_dir,
-        config,
-        check_in_time,
-        reconcile_interval,
-    } = Cli::parse().command;
+    let (bind, data_dir, config, check_in_time, reconcile_interval) = match Cli::parse().command {
+        Command::Standalone {
+            bind,
+            data_dir,
+            config,
+            check_in_time,
+            reconcile_interval,
+        } => (bind, data_dir, config, check_in_time, reconcile_interval),
+        Command::Client(command) => return nebula_bin::cli::run(&command),
+    };
     let mut layers = Layers::new(
         [
             ("nebula_bind", bind),
