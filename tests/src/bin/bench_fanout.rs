@@ -31,7 +31,7 @@ use lapin::options::{
     BasicConsumeOptions, BasicPublishOptions, ExchangeDeclareOptions, QueueBindOptions,
     QueueDeclareOptions,
 };
-use lapin::types::FieldTable;
+use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Connection, ConnectionProperties, ExchangeKind};
 use nebula_core::bus::Bus;
 use nebula_core::container::{ContainerId, ContainerSpec, LABEL_APP_ID, ObservedContainer};
@@ -439,6 +439,224 @@ async fn broker_fanout(n: usize) -> Result<Vec<Duration>, String> {
     Ok(times)
 }
 
+/// How a raw fan-out floor delivers.
+#[derive(Clone, Copy, Debug)]
+enum Floor {
+    /// A transient message to N exclusive queues, no acks: the cheapest RabbitMQ offers.
+    Transient,
+    /// What Nebula asks of the broker: a persistent, confirmed message to N durable classic
+    /// queues, each delivery acknowledged.
+    Durable,
+    /// A persistent, confirmed message appended once to one stream, read by N consumers
+    /// (offset `next`, prefetch 8, each delivery acknowledged).
+    Stream,
+}
+
+/// One raw floor: N consumers on their own connections, `rounds` publishes 3 s apart; per
+/// round, the time until all N got it and the broker's CPU for it.
+async fn raw_floor(
+    n: usize,
+    kind: Floor,
+    rounds: usize,
+) -> Result<Vec<(Duration, Duration)>, String> {
+    let err = |e: lapin::Error| e.to_string();
+    let name = unique("nebula.bench.floor.");
+    let publisher = Connection::connect(&amqp(), ConnectionProperties::default())
+        .await
+        .map_err(err)?;
+    let pch = publisher.create_channel().await.map_err(err)?;
+    pch.confirm_select(lapin::options::ConfirmSelectOptions::default())
+        .await
+        .map_err(err)?;
+    let mut stream_args = FieldTable::default();
+    stream_args.insert("x-queue-type".into(), AMQPValue::LongString("stream".into()));
+    stream_args.insert("x-max-age".into(), AMQPValue::LongString("1h".into()));
+    match kind {
+        Floor::Stream => {
+            pch.queue_declare(
+                name.clone().into(),
+                QueueDeclareOptions {
+                    durable: true,
+                    ..QueueDeclareOptions::default()
+                },
+                stream_args,
+            )
+            .await
+            .map_err(err)?;
+        }
+        Floor::Transient | Floor::Durable => {
+            pch.exchange_declare(
+                name.clone().into(),
+                ExchangeKind::Fanout,
+                ExchangeDeclareOptions {
+                    auto_delete: true,
+                    ..ExchangeDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .map_err(err)?;
+        }
+    }
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Instant>();
+    let consumers = futures::stream::iter(0..n)
+        .map(|i| {
+            let name = name.clone();
+            let tx = tx.clone();
+            async move {
+                let conn = Connection::connect(&amqp(), ConnectionProperties::default()).await?;
+                let ch = conn.create_channel().await?;
+                ch.basic_qos(8, lapin::options::BasicQosOptions::default())
+                    .await?;
+                let mut consume_args = FieldTable::default();
+                let queue = match kind {
+                    Floor::Stream => {
+                        consume_args.insert("x-stream-offset".into(), AMQPValue::LongString("next".into()));
+                        name.clone()
+                    }
+                    Floor::Transient | Floor::Durable => {
+                        let durable = matches!(kind, Floor::Durable);
+                        let mut args = FieldTable::default();
+                        if durable {
+                            args.insert("x-expires".into(), AMQPValue::LongLongInt(120_000));
+                        }
+                        let q = ch
+                            .queue_declare(
+                                if durable {
+                                    format!("{name}.{i}").into()
+                                } else {
+                                    "".into()
+                                },
+                                QueueDeclareOptions {
+                                    durable,
+                                    exclusive: !durable,
+                                    auto_delete: !durable,
+                                    ..QueueDeclareOptions::default()
+                                },
+                                args,
+                            )
+                            .await?;
+                        ch.queue_bind(
+                            q.name().clone(),
+                            name.clone().into(),
+                            "".into(),
+                            QueueBindOptions::default(),
+                            FieldTable::default(),
+                        )
+                        .await?;
+                        q.name().as_str().to_owned()
+                    }
+                };
+                let no_ack = matches!(kind, Floor::Transient);
+                let mut consumer = ch
+                    .basic_consume(
+                        queue.into(),
+                        "".into(),
+                        BasicConsumeOptions {
+                            no_ack,
+                            ..BasicConsumeOptions::default()
+                        },
+                        consume_args,
+                    )
+                    .await?;
+                tokio::spawn(async move {
+                    while let Some(Ok(d)) = consumer.next().await {
+                        let _ = tx.send(Instant::now());
+                        if !no_ack {
+                            let _ = d.ack(lapin::options::BasicAckOptions::default()).await;
+                        }
+                    }
+                });
+                Ok::<_, lapin::Error>(conn)
+            }
+        })
+        .buffer_unordered(64)
+        .collect::<Vec<_>>()
+        .await;
+    drop(tx);
+    let mut conns = Vec::new();
+    for c in consumers {
+        conns.push(c.map_err(err)?);
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let body = vec![b'x'; 1000];
+    let mut out = Vec::new();
+    for _ in 0..rounds {
+        let cpu0: Duration = broker_pids().iter().map(|p| cpu_time(p)).sum();
+        let t0 = Instant::now();
+        let (exchange, key) = match kind {
+            Floor::Stream => (String::new(), name.clone()),
+            Floor::Transient | Floor::Durable => (name.clone(), String::new()),
+        };
+        let persistent = !matches!(kind, Floor::Transient);
+        let confirm = pch
+            .basic_publish(
+                exchange.into(),
+                key.into(),
+                BasicPublishOptions::default(),
+                &body,
+                BasicProperties::default().with_delivery_mode(if persistent { 2 } else { 1 }),
+            )
+            .await
+            .map_err(err)?;
+        let mut last = t0;
+        for _ in 0..n {
+            match tokio::time::timeout(Duration::from_secs(60), rx.recv()).await {
+                Ok(Some(at)) => last = last.max(at),
+                _ => return Err(format!("{kind:?}: not every consumer got the message")),
+            }
+        }
+        let all = last.duration_since(t0);
+        let _ = confirm.await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let cpu: Duration = broker_pids().iter().map(|p| cpu_time(p)).sum();
+        out.push((all, cpu.saturating_sub(cpu0)));
+        tokio::time::sleep(Duration::from_secs(3)).await;
+    }
+    for conn in conns {
+        let _ = conn.close(200, "done".into()).await;
+    }
+    if matches!(kind, Floor::Stream) {
+        let _ = pch
+            .queue_delete(name.into(), lapin::options::QueueDeleteOptions::default())
+            .await;
+    }
+    let _ = publisher.close(200, "done".into()).await;
+    Ok(out)
+}
+
+/// `bench_fanout floors N...`: the broker alone, three ways, for each N.
+async fn floors(sizes: &[usize]) {
+    println!(
+        "bench_fanout floors ({} binaries), broker on 127.0.0.1:{}, N = {sizes:?}",
+        profile(),
+        rabbit_port()
+    );
+    println!("| N | delivery | all received, per round (ms) | broker CPU per round (ms) | broker CPU per host, later rounds (us) |");
+    println!("|---|---|---|---|---|");
+    for &n in sizes {
+        for kind in [Floor::Transient, Floor::Durable, Floor::Stream] {
+            match raw_floor(n, kind, 3).await {
+                Ok(rounds) => {
+                    let times: Vec<String> = rounds.iter().map(|r| ms(r.0)).collect();
+                    let cpus: Vec<String> = rounds.iter().map(|r| ms(r.1)).collect();
+                    #[allow(clippy::cast_precision_loss)]
+                    let later = rounds[1..].iter().map(|r| r.1.as_secs_f64()).sum::<f64>()
+                        / (rounds.len() - 1) as f64
+                        * 1e6
+                        / n as f64;
+                    println!(
+                        "| {n} | {kind:?} | {} | {} | {later:.0} |",
+                        times.join(" / "),
+                        cpus.join(" / ")
+                    );
+                }
+                Err(e) => println!("| {n} | {kind:?} | failed: {e} | | |"),
+            }
+        }
+    }
+}
+
 struct Row {
     n: usize,
     p50: Duration,
@@ -457,6 +675,11 @@ async fn main() {
     if args.first().is_some_and(|a| a == "memory") {
         memory().await;
         return;
+    }
+    if args.first().is_some_and(|a| a == "floors") {
+        let sizes: Vec<usize> = args.iter().skip(1).filter_map(|a| a.parse().ok()).collect();
+        floors(&sizes).await;
+        std::process::exit(0);
     }
     let sizes: Vec<usize> = if args.is_empty() {
         vec![10, 100, 1000, 5000]
