@@ -453,6 +453,7 @@ pub fn rabbit(l: &mut Layers, worker: bool) -> Option<nebula_rabbit::RabbitConfi
         1,
     );
     config.frame_max = l.parse("nebula_rabbit_frame_max", config.frame_max);
+    config.topology = l.parse("nebula_rabbit_topology", config.topology);
     if worker {
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
             .map(|h| h.trim().to_owned())
@@ -625,6 +626,35 @@ mod tests {
                 "{needle} missing from {errors:?}"
             );
         }
+    }
+
+    #[test]
+    fn the_rabbit_topology_is_queues_unless_streams_are_asked_for() {
+        let read = |pairs: &[(&str, &str)]| {
+            let mut all = vec![("RABBIT_HOST", "rabbit")];
+            all.extend_from_slice(pairs);
+            let mut l = Layers::new([], env(&all), None);
+            let config = rabbit(&mut l, true).unwrap();
+            (config.topology, l.finish())
+        };
+        let (topology, ok) = read(&[]);
+        assert_eq!(topology, nebula_rabbit::Topology::Queues);
+        assert!(ok.is_ok());
+        for value in ["streams", "Streams", " streams "] {
+            let (topology, ok) = read(&[("NEBULA_RABBIT_TOPOLOGY", value)]);
+            assert_eq!(topology, nebula_rabbit::Topology::Streams, "{value:?}");
+            assert!(ok.is_ok());
+        }
+        let (topology, ok) = read(&[("NEBULA_RABBIT_TOPOLOGY", "queues")]);
+        assert_eq!(topology, nebula_rabbit::Topology::Queues);
+        assert!(ok.is_ok());
+        let (_, err) = read(&[("NEBULA_RABBIT_TOPOLOGY", "stream")]);
+        let ConfigError(errors) = err.unwrap_err();
+        let text = errors.join("\n");
+        assert!(
+            text.contains("NEBULA_RABBIT_TOPOLOGY") && text.contains("queues or streams"),
+            "{text}"
+        );
     }
 
     #[test]

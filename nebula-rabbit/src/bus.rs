@@ -43,6 +43,8 @@ pub struct RabbitBus {
     inner: Arc<Inner>,
     /// The side of worker reports (`crate::reports`).
     pub(crate) reports: Arc<crate::reports::ReportLink>,
+    /// Where this bus stands on each stream ([`crate::Topology::Streams`]).
+    pub(crate) streams: Arc<crate::streams::Offsets>,
 }
 
 struct Inner {
@@ -105,6 +107,7 @@ impl RabbitBus {
                 state: Mutex::new(State::default()),
             }),
             reports: Arc::default(),
+            streams: Arc::default(),
         })
     }
 
@@ -512,6 +515,9 @@ impl Bus for RabbitBus {
     }
 
     async fn subscribe(&self, topics: &[Topic]) -> Result<Subscription, BusError> {
+        if self.inner.config.topology == crate::Topology::Streams {
+            return crate::streams::subscribe(self, topics).await;
+        }
         let conn = {
             let mut state = self.inner.state.lock().await;
             self.ensure_link(&mut state).await?.0

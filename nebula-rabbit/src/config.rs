@@ -84,6 +84,61 @@ pub struct RabbitConfig {
     /// this sets most of a connection's memory: the default, 8 KiB, costs 512 KiB where the
     /// broker's 128 KiB costs 8 MiB. A message longer than a frame travels in several.
     pub frame_max: u32,
+    /// How subscriptions receive changes (`NEBULA_RABBIT_TOPOLOGY`): one durable queue per
+    /// worker ([`Topology::Queues`], the default) or shared streams per topic
+    /// ([`Topology::Streams`]). Publishing is the same either way.
+    pub topology: Topology,
+    /// With [`Topology::Streams`], the most bytes a stream keeps (`x-max-length-bytes`);
+    /// beyond it the oldest segments go even if younger than
+    /// [`queue_expiry`](Self::queue_expiry). Every worker must use the same value (the broker
+    /// refuses a stream declared twice with different arguments). Default 256 MiB.
+    pub stream_max_bytes: u64,
+}
+
+/// How a worker's subscription receives changes from the exchange.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Topology {
+    /// One durable classic queue per worker (`nebula.worker.<id>.<digest>`) bound with the
+    /// worker's keys: the broker stores one copy per worker, and a worker's queue keeps what
+    /// was published while it was away (up to [`RabbitConfig::queue_expiry`]).
+    #[default]
+    Queues,
+    /// One durable stream per topic (`nebula.stream.app.<name>`, `nebula.stream.dg.<group>`,
+    /// `nebula.stream.all-apps`), shared by every worker of that topic and read from an offset:
+    /// the broker stores one copy per topic, whatever the number of workers. Retention
+    /// (`x-max-age` = [`RabbitConfig::queue_expiry`], `x-max-length-bytes` =
+    /// [`RabbitConfig::stream_max_bytes`]) replaces per-queue expiry, and a subscriber that
+    /// lost its connection resumes after the last delivery it acknowledged.
+    Streams,
+}
+
+impl Topology {
+    /// `queues` or `streams`, as `NEBULA_RABBIT_TOPOLOGY` spells it.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Queues => "queues",
+            Self::Streams => "streams",
+        }
+    }
+}
+
+impl fmt::Display for Topology {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Topology {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "queues" => Ok(Self::Queues),
+            "streams" => Ok(Self::Streams),
+            _ => Err(format!("{s:?} is not queues or streams")),
+        }
+    }
 }
 
 impl Default for RabbitConfig {
@@ -106,6 +161,8 @@ impl Default for RabbitConfig {
             connect_timeout: Duration::from_secs(5),
             publish_timeout: Duration::from_secs(10),
             frame_max: DEFAULT_FRAME_MAX,
+            topology: Topology::Queues,
+            stream_max_bytes: 256 * 1024 * 1024,
         }
     }
 }
@@ -130,6 +187,8 @@ impl fmt::Debug for RabbitConfig {
             .field("connect_timeout", &self.connect_timeout)
             .field("publish_timeout", &self.publish_timeout)
             .field("frame_max", &self.frame_max)
+            .field("topology", &self.topology)
+            .field("stream_max_bytes", &self.stream_max_bytes)
             .finish()
     }
 }
@@ -286,6 +345,10 @@ impl RabbitConfig {
         check(
             (4096..=1_048_576).contains(&self.frame_max),
             "frame_max must be 4096 to 1048576 bytes",
+        );
+        check(
+            self.stream_max_bytes >= 1024 * 1024,
+            "the stream size cap must be at least 1 MiB",
         );
         problems
     }

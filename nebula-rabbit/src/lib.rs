@@ -171,10 +171,12 @@
 mod bus;
 mod config;
 mod reports;
+mod streams;
 pub mod wire;
 
 pub use bus::RabbitBus;
 pub use config::{
     DEFAULT_EXCHANGE, DEFAULT_FRAME_MAX, DEFAULT_REPORT_EXCHANGE, DEFAULT_REPORT_QUEUE,
-    InvalidConfig, MAX_WORKER_ID_LEN, RabbitConfig,
+    InvalidConfig, MAX_WORKER_ID_LEN, RabbitConfig, Topology,
 };
+pub use streams::{DEDUP_WINDOW, STREAM_PREFIX, TIMESTAMP_SLACK, stream_arguments, stream_name};
