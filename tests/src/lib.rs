@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 pub mod netns;
+pub mod procs;
 
 /// The test image in the local registry: serves "$MESSAGE <hostname>" over HTTP on port 80.
 pub const IMAGE: &str = "127.0.0.1:5000/nebula-test/busybox:latest";
@@ -61,6 +62,25 @@ fn engine_and_images(test: &str) -> bool {
 #[must_use]
 pub fn unique(prefix: &str) -> String {
     format!("{prefix}{:08x}", rand::random::<u32>())
+}
+
+/// Whole seconds since the Unix epoch.
+#[must_use]
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// A new directory of its own under the system's temp dir, named `<prefix><random>`.
+///
+/// # Panics
+/// When it cannot be created.
+#[must_use]
+pub fn scratch_dir(prefix: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(unique(prefix));
+    std::fs::create_dir_all(&dir).expect("a scratch directory");
+    dir
 }
 
 /// A free TCP port on 127.0.0.1.
@@ -218,6 +238,63 @@ impl Api {
         let code = resp.status().as_u16();
         let value = resp.json().await.unwrap_or(Value::Null);
         (code, value)
+    }
+
+    /// Calls the API and asserts the status code is `code`; returns the JSON body.
+    ///
+    /// # Panics
+    /// When the server cannot be reached or answers another code.
+    pub async fn expect(&self, method: &str, path: &str, body: Option<Value>, code: u16) -> Value {
+        let (got, reply) = self.call(method, path, body).await;
+        assert_eq!(got, code, "{method} {path}: {reply}");
+        reply
+    }
+
+    /// The reports of one `GET /api/v2/reports?<query>` page (none when it has no `data`).
+    ///
+    /// # Panics
+    /// When the server cannot be reached or does not answer 200.
+    pub async fn reports_page(&self, query: &str) -> Vec<Value> {
+        let (code, page) = self
+            .call("GET", &format!("/api/v2/reports?{query}"), None)
+            .await;
+        assert_eq!(code, 200, "{page}");
+        page["data"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// Every report of `GET /api/v2/reports?<query>`, oldest first, in pages of 5 following
+    /// `last_id` to the end; checks the paging on the way (each page has 1 to 5 reports and
+    /// `last_id` is its last one's id, the end has neither `data` nor `last_id`).
+    ///
+    /// # Panics
+    /// When the server cannot be reached, or a page is not as said.
+    pub async fn all_reports(&self, query: &str) -> Vec<Value> {
+        let mut out = Vec::new();
+        let mut last: Option<String> = None;
+        loop {
+            let path = match &last {
+                Some(id) => format!("/api/v2/reports?page_size=5&{query}&last_id={id}"),
+                None => format!("/api/v2/reports?page_size=5&{query}"),
+            };
+            let page = self.expect("GET", &path, None, 200).await;
+            if page["data"].is_null() {
+                assert!(page["last_id"].is_null(), "{page}");
+                return out;
+            }
+            let data = page["data"].as_array().unwrap();
+            assert!(!data.is_empty() && data.len() <= 5);
+            last = Some(page["last_id"]["$oid"].as_str().unwrap().to_owned());
+            assert_eq!(
+                data.last().unwrap()["_id"]["$oid"].as_str(),
+                last.as_deref()
+            );
+            out.extend(data.iter().cloned());
+        }
+    }
+
+    /// The newest report of `GET /api/v2/reports?<query>` (see [`Api::all_reports`]).
+    pub async fn latest_report(&self, query: &str) -> Option<Value> {
+        self.all_reports(query).await.pop()
     }
 
     /// Waits until `/api/v2/status` answers 200.

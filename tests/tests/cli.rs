@@ -6,7 +6,8 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use nebula_tests::{Api, Process, binary, free_port, unique};
+use nebula_tests::procs::ApiManager;
+use nebula_tests::{binary, free_port, scratch_dir, unique};
 use serde_json::{Value, json};
 
 const PASSWORD: &str = "cli-secret-pw";
@@ -72,29 +73,11 @@ fn write(path: &Path, value: &Value) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_client_cli_drives_a_manager() {
-    let dir = std::env::temp_dir().join(unique("nebula-cli-"));
-    std::fs::create_dir_all(&dir).unwrap();
-    let port = free_port();
-    let bind = format!("127.0.0.1:{port}");
-    let _manager = Process::start(
-        binary("nebula-api-manager"),
-        &[
-            "--bind",
-            &bind,
-            "--data-dir",
-            dir.join("data").to_str().unwrap(),
-        ],
-        &[
-            ("BASIC_AUTH_USER", "admin"),
-            ("BASIC_AUTH_PASSWORD", PASSWORD),
-        ],
-        dir.join("manager.log"),
-    );
-    let api = Api::new(port, "admin", PASSWORD);
+    let dir = scratch_dir("nebula-cli-");
+    let (_manager, api, uri) = ApiManager::new("admin", PASSWORD).start(&dir);
     tokio::time::timeout(Duration::from_secs(40), api.wait_ready())
         .await
         .expect("manager ready");
-    let uri = format!("http://127.0.0.1:{port}");
     let mut outputs = Vec::new();
     let out = &mut outputs;
 

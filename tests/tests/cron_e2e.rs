@@ -7,8 +7,9 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use nebula_tests::{Api, IMAGE, Process, binary, engine_ready, free_port, unique};
-use serde_json::{Value, json};
+use nebula_tests::procs::{ApiManager, Worker};
+use nebula_tests::{IMAGE, Process, engine_ready, scratch_dir, unique};
+use serde_json::json;
 
 const USER: &str = "admin";
 const PASSWORD: &str = "cron-pw";
@@ -67,27 +68,13 @@ fn now_secs() -> f64 {
         .as_secs_f64()
 }
 
-async fn ok(api: &Api, method: &str, path: &str, body: Option<Value>, code: u16) -> Value {
-    let (got, reply) = api.call(method, path, body).await;
-    assert_eq!(got, code, "{method} {path}: {reply}");
-    reply
-}
-
 fn worker(dir: &Path, manager_uri: &str, group: &str) -> Process {
-    Process::start(
-        binary("nebula-worker-manager"),
-        &[],
-        &[
+    Worker::of(manager_uri, USER, PASSWORD)
+        .envs(&[
             ("DEVICE_GROUP", group),
-            ("NEBULA_MANAGER_URI", manager_uri),
-            ("NEBULA_MANAGER_AUTH_USER", USER),
-            ("NEBULA_MANAGER_AUTH_PASSWORD", PASSWORD),
             ("NEBULA_MANAGER_CHECK_IN_TIME", "2"),
-            ("NEBULA_RECONCILE_INTERVAL", "1"),
-            ("NEBULA_STOP_GRACE", "1"),
-        ],
-        dir.join("worker.log"),
-    )
+        ])
+        .start(dir.join("worker.log"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -96,45 +83,29 @@ async fn a_cron_job_runs_on_the_minute_and_is_removed_once_it_exits() {
         return;
     }
     let started = Instant::now();
-    let dir = std::env::temp_dir().join(unique("nebula-cron-"));
-    std::fs::create_dir_all(&dir).unwrap();
-    let port = free_port();
-    let bind = format!("127.0.0.1:{port}");
-    let _manager = Process::start(
-        binary("nebula-api-manager"),
-        &[
-            "--bind",
-            &bind,
-            "--data-dir",
-            dir.join("data").to_str().unwrap(),
-        ],
-        &[("BASIC_AUTH_USER", USER), ("BASIC_AUTH_PASSWORD", PASSWORD)],
-        dir.join("manager.log"),
-    );
-    let api = Api::new(port, USER, PASSWORD);
-    api.wait_ready().await;
+    let dir = scratch_dir("nebula-cron-");
+    let (_manager, api, uri) = ApiManager::new(USER, PASSWORD).ready(&dir).await;
 
     let job = unique("tick");
     let group = unique("cronedge");
-    let doc = ok(
-        &api,
-        "POST",
-        &format!("/api/v2/cron_jobs/{job}"),
-        Some(json!({"docker_image": IMAGE, "schedule": "* * * * *",
+    let doc = api
+        .expect(
+            "POST",
+            &format!("/api/v2/cron_jobs/{job}"),
+            Some(json!({"docker_image": IMAGE, "schedule": "* * * * *",
             "run_command": ["sh", "-c", "echo ran; sleep 3"]})),
-        200,
-    )
-    .await;
+            200,
+        )
+        .await;
     assert_eq!(doc["networks"], json!(["nebula", "bridge"]));
-    ok(
-        &api,
+    api.expect(
         "POST",
         &format!("/api/v2/device_groups/{group}"),
         Some(json!({"cron_jobs": [job]})),
         200,
     )
     .await;
-    let mut worker = worker(&dir, &format!("http://{bind}"), &group);
+    let mut worker = worker(&dir, &uri, &group);
 
     // The first run: within 62 s of the worker's start (the next minute, or the one after if
     // the worker was not up in time).
@@ -210,14 +181,8 @@ async fn a_cron_job_runs_on_the_minute_and_is_removed_once_it_exits() {
     assert!(started.elapsed() < Duration::from_secs(150));
 
     // Deleting the job takes it out of the group; the worker schedules it no more.
-    ok(
-        &api,
-        "DELETE",
-        &format!("/api/v2/cron_jobs/{job}"),
-        None,
-        200,
-    )
-    .await;
+    api.expect("DELETE", &format!("/api/v2/cron_jobs/{job}"), None, 200)
+        .await;
     let (_, g) = api
         .call("GET", &format!("/api/v2/device_groups/{group}"), None)
         .await;

@@ -16,9 +16,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use nebula_tests::procs::{ApiManager, Worker, broker_ready};
 use nebula_tests::{
-    Api, IMAGE, IMAGE_V2, Process, binary, cleanup, containers, docker_ok, engine_ready, free_port,
-    free_port_range, running, unique, wait_for,
+    Api, IMAGE, IMAGE_V2, Process, cleanup, containers, docker_ok, engine_ready, free_port_range,
+    running, scratch_dir, unique, wait_for,
 };
 use serde_json::{Value, json};
 
@@ -30,26 +31,26 @@ fn app_doc(port: u16) -> Value {
         "containers_per": {"server": 1}, "env_vars": {"MESSAGE": "device group"}})
 }
 
-/// An API manager on its own data dir, with `env` added, ready; with its base URL.
-async fn api_manager(dir: &Path, env: &[(&str, &str)]) -> (Process, Api, String) {
-    let port = free_port();
-    let bind = format!("127.0.0.1:{port}");
-    let data = dir.join("data");
-    let mut all = vec![("BASIC_AUTH_USER", USER), ("BASIC_AUTH_PASSWORD", PASSWORD)];
-    all.extend_from_slice(env);
-    let manager = Process::start(
-        binary("nebula-api-manager"),
-        &["--bind", &bind, "--data-dir", data.to_str().unwrap()],
-        &all,
-        dir.join("manager.log"),
-    );
-    let api = Api::new(port, USER, PASSWORD);
-    api.wait_ready().await;
-    (manager, api, format!("http://{bind}"))
+/// Creates `apps`, one container each, on consecutive free host ports; returns the first.
+async fn create_apps(api: &Api, apps: &[&String]) -> u16 {
+    let ports = free_port_range(u16::try_from(apps.len()).unwrap());
+    for (i, app) in apps.iter().enumerate() {
+        let port = ports + u16::try_from(i).unwrap();
+        let path = format!("/api/v2/apps/{app}");
+        api.expect("POST", &path, Some(app_doc(port)), 200).await;
+    }
+    ports
 }
 
+/// An API manager on its own data dir, with `env` added, ready; with its base URL.
+async fn api_manager(dir: &Path, env: &[(&str, &str)]) -> (Process, Api, String) {
+    ApiManager::new(USER, PASSWORD).envs(env).ready(dir).await
+}
+
+/// A worker of `group`, checking in every second, on the engine at `docker_host` (None: the
+/// default).
 fn worker(dir: &Path, manager_uri: &str, group: &str, docker_host: Option<&str>) -> Process {
-    worker_with(dir, manager_uri, group, docker_host, &[])
+    group_worker(manager_uri, group, docker_host).start(dir.join("worker.log"))
 }
 
 /// A worker of `group` on RabbitMQ whose HTTP check-in comes once an hour, with `worker_id`
@@ -61,58 +62,61 @@ fn bus_worker(
     docker_host: Option<&str>,
     worker_id: &str,
 ) -> Process {
-    worker_with(
-        dir,
-        manager_uri,
-        group,
-        docker_host,
-        &[
+    group_worker(manager_uri, group, docker_host)
+        .envs(&[
             ("NEBULA_MANAGER_CHECK_IN_TIME", "3600"),
             ("RABBIT_HOST", "127.0.0.1"),
             ("NEBULA_WORKER_ID", worker_id),
             ("NEBULA_RABBIT_QUEUE_EXPIRY", "60"),
-        ],
-    )
+        ])
+        .start(dir.join("worker.log"))
 }
 
-/// A worker of `group`, checking in every second unless `env` says otherwise.
-fn worker_with(
-    dir: &Path,
-    manager_uri: &str,
-    group: &str,
-    docker_host: Option<&str>,
-    extra: &[(&str, &str)],
-) -> Process {
-    let mut env = vec![
-        ("DEVICE_GROUP", group),
-        ("NEBULA_MANAGER_URI", manager_uri),
-        ("NEBULA_MANAGER_AUTH_USER", USER),
-        ("NEBULA_MANAGER_AUTH_PASSWORD", PASSWORD),
-        ("NEBULA_RECONCILE_INTERVAL", "1"),
-        ("NEBULA_STOP_GRACE", "1"),
-    ];
-    if !extra
-        .iter()
-        .any(|(k, _)| *k == "NEBULA_MANAGER_CHECK_IN_TIME")
-    {
-        env.push(("NEBULA_MANAGER_CHECK_IN_TIME", "1"));
+fn group_worker<'a>(
+    manager_uri: &'a str,
+    group: &'a str,
+    docker_host: Option<&'a str>,
+) -> Worker<'a> {
+    let worker = Worker::of(manager_uri, USER, PASSWORD).env("DEVICE_GROUP", group);
+    match docker_host {
+        Some(host) => worker.env("DOCKER_HOST", host),
+        None => worker,
     }
-    env.extend_from_slice(extra);
-    if let Some(host) = docker_host {
-        env.push(("DOCKER_HOST", host));
-    }
-    Process::start(
-        binary("nebula-worker-manager"),
-        &[],
-        &env,
-        dir.join("worker.log"),
-    )
 }
 
-async fn ok(api: &Api, method: &str, path: &str, body: Option<Value>, code: u16) -> Value {
-    let (got, reply) = api.call(method, path, body).await;
-    assert_eq!(got, code, "{method} {path}: {reply}");
-    reply
+/// Creates `app` with no network (a private engine has no `bridge`, and the app needs no
+/// port) and the device group `group` of it.
+async fn portless_app_in_group(api: &Api, app: &str, group: &str) {
+    let doc = json!({"docker_image": IMAGE, "networks": ["none"]});
+    api.expect("POST", &format!("/api/v2/apps/{app}"), Some(doc), 200)
+        .await;
+    create_group(api, group, json!([app])).await;
+}
+
+/// Creates the device group `group` of `apps`.
+async fn create_group(api: &Api, group: &str, apps: Value) {
+    let path = format!("/api/v2/device_groups/{group}");
+    api.expect("POST", &path, Some(json!({ "apps": apps })), 200)
+        .await;
+}
+
+/// Replaces (`PUT`) or patches (`PATCH`) the apps of the device group `group`.
+async fn change_group(api: &Api, method: &str, group: &str, apps: Value) {
+    let path = format!("/api/v2/device_groups/{group}/update");
+    api.expect(method, &path, Some(json!({ "apps": apps })), 202)
+        .await;
+}
+
+/// Asks the hosts of the device group `group` to prune unused images; the reply.
+async fn prune_group(api: &Api, group: &str) -> Value {
+    let path = format!("/api/v2/device_groups/{group}/prune");
+    api.expect("POST", &path, None, 202).await
+}
+
+/// Deletes the device group `group`.
+async fn delete_group(api: &Api, group: &str) {
+    let path = format!("/api/v2/device_groups/{group}");
+    api.expect("DELETE", &path, None, 200).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -120,31 +124,12 @@ async fn a_device_group_worker_runs_its_group() {
     if !engine_ready("a_device_group_worker_runs_its_group") {
         return;
     }
-    let dir = std::env::temp_dir().join(unique("nebula-dg-"));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = scratch_dir("nebula-dg-");
     let (manager, api, uri) = api_manager(&dir, &[]).await;
     let (a, b, c) = (unique("dga"), unique("dgb"), unique("dgc"));
     let group = unique("edge");
-    let ports = free_port_range(3);
-    for (i, app) in [&a, &b, &c].into_iter().enumerate() {
-        let port = ports + u16::try_from(i).unwrap();
-        ok(
-            &api,
-            "POST",
-            &format!("/api/v2/apps/{app}"),
-            Some(app_doc(port)),
-            200,
-        )
-        .await;
-    }
-    ok(
-        &api,
-        "POST",
-        &format!("/api/v2/device_groups/{group}"),
-        Some(json!({"apps": [a, b]})),
-        200,
-    )
-    .await;
+    create_apps(&api, &[&a, &b, &c]).await;
+    create_group(&api, &group, json!([a, b])).await;
     let worker = worker(&dir, &uri, &group, None);
 
     wait_for(
@@ -158,14 +143,7 @@ async fn a_device_group_worker_runs_its_group() {
         "an app outside the group never runs here"
     );
 
-    ok(
-        &api,
-        "PUT",
-        &format!("/api/v2/device_groups/{group}/update"),
-        Some(json!({"apps": [a, b, c]})),
-        202,
-    )
-    .await;
+    change_group(&api, "PUT", &group, json!([a, b, c])).await;
     wait_for(
         "an app added to the group starts",
         Duration::from_secs(30),
@@ -173,14 +151,7 @@ async fn a_device_group_worker_runs_its_group() {
     )
     .await;
 
-    ok(
-        &api,
-        "PATCH",
-        &format!("/api/v2/device_groups/{group}/update"),
-        Some(json!({"apps": [b, c]})),
-        202,
-    )
-    .await;
+    change_group(&api, "PATCH", &group, json!([b, c])).await;
     wait_for(
         "an app removed from the group stops",
         Duration::from_secs(30),
@@ -188,31 +159,20 @@ async fn a_device_group_worker_runs_its_group() {
     )
     .await;
 
-    ok(&api, "DELETE", &format!("/api/v2/apps/{b}"), None, 200).await;
+    api.expect("DELETE", &format!("/api/v2/apps/{b}"), None, 200)
+        .await;
     wait_for(
         "a deleted app leaves its group and stops",
         Duration::from_secs(30),
         || async { containers(&b).is_empty() },
     )
     .await;
-    let reply = ok(
-        &api,
-        "GET",
-        &format!("/api/v2/device_groups/{group}"),
-        None,
-        200,
-    )
-    .await;
+    let reply = api
+        .expect("GET", &format!("/api/v2/device_groups/{group}"), None, 200)
+        .await;
     assert_eq!(reply["apps"], json!([c]));
 
-    ok(
-        &api,
-        "DELETE",
-        &format!("/api/v2/device_groups/{group}"),
-        None,
-        200,
-    )
-    .await;
+    delete_group(&api, &group).await;
     wait_for(
         "a deleted group's apps stop",
         Duration::from_secs(30),
@@ -403,14 +363,19 @@ impl Cli {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn prune_removes_unused_images_on_the_groups_hosts() {
-    if !engine_ready("prune_removes_unused_images_on_the_groups_hosts") {
-        return;
-    }
+/// Runs `scenario` against a private engine named `<prefix><random>` loaded with nothing yet,
+/// with a fresh directory: on a task of its own, so that a failure still lets the engine stop.
+/// Afterwards removes the scenario's containers, stops the engine and removes the directory,
+/// then passes on the scenario's panic, if any. Without a private engine (not root, no
+/// `dockerd`) prints `SKIPPED <test>`, or fails when `NEBULA_REQUIRE_ENGINE` is set.
+async fn on_private_engine<F, Fut>(test: &str, prefix: &str, scenario: F)
+where
+    F: FnOnce(PathBuf, Cli, String) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
     docker_ok(&["pull", "-q", IMAGE]);
     docker_ok(&["pull", "-q", IMAGE_V2]);
-    let name = unique("nebula-dgp-");
+    let name = unique(prefix);
     let engine = match PrivateEngine::start(&name) {
         Ok(engine) => engine,
         Err(reason) => {
@@ -418,14 +383,14 @@ async fn prune_removes_unused_images_on_the_groups_hosts() {
                 std::env::var_os("NEBULA_REQUIRE_ENGINE").is_none(),
                 "NEBULA_REQUIRE_ENGINE is set but: {reason}"
             );
-            println!("SKIPPED prune_removes_unused_images_on_the_groups_hosts: {reason}");
+            println!("SKIPPED {test}: {reason}");
             return;
         }
     };
     let dir = std::env::temp_dir().join(format!("{name}-run"));
     std::fs::create_dir_all(&dir).unwrap();
     let cli = engine.cli.clone();
-    let result = tokio::spawn(prune_scenario(dir.clone(), cli.clone(), name.clone())).await;
+    let result = tokio::spawn(scenario(dir.clone(), cli.clone(), name.clone())).await;
     let ids = cli.docker_ok(&["ps", "-aq", "--filter", "label=orchestrator=nebula"]);
     for id in ids.split_whitespace() {
         let _ = cli.docker(&["rm", "-f", id]);
@@ -435,6 +400,19 @@ async fn prune_removes_unused_images_on_the_groups_hosts() {
     if let Err(e) = result {
         std::panic::resume_unwind(e.into_panic());
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prune_removes_unused_images_on_the_groups_hosts() {
+    if !engine_ready("prune_removes_unused_images_on_the_groups_hosts") {
+        return;
+    }
+    on_private_engine(
+        "prune_removes_unused_images_on_the_groups_hosts",
+        "nebula-dgp-",
+        prune_scenario,
+    )
+    .await;
 }
 
 /// The prune scenario against the private engine (a task of its own, so a failure still lets
@@ -447,32 +425,9 @@ async fn prune_scenario(dir: PathBuf, engine: Cli, name: String) {
     let (_manager, api, uri) = api_manager(&dir, &[]).await;
     let app = unique("dgp");
     let group = unique("pruned");
-    // No network: the private engine has no `bridge`, and the app needs no port.
-    ok(
-        &api,
-        "POST",
-        &format!("/api/v2/apps/{app}"),
-        Some(json!({"docker_image": IMAGE, "networks": ["none"]})),
-        200,
-    )
-    .await;
-    ok(
-        &api,
-        "POST",
-        &format!("/api/v2/device_groups/{group}"),
-        Some(json!({"apps": [app]})),
-        200,
-    )
-    .await;
+    portless_app_in_group(&api, &app, &group).await;
     // A prune requested before the worker ever saw the group is not replayed at its start.
-    ok(
-        &api,
-        "POST",
-        &format!("/api/v2/device_groups/{group}/prune"),
-        None,
-        202,
-    )
-    .await;
+    prune_group(&api, &group).await;
     let worker = worker(&dir, &uri, &group, Some(&engine.socket));
     wait_for(
         "the group's app runs on the private engine",
@@ -487,14 +442,7 @@ async fn prune_scenario(dir: PathBuf, engine: Cli, name: String) {
         worker.log()
     );
 
-    let reply = ok(
-        &api,
-        "POST",
-        &format!("/api/v2/device_groups/{group}/prune"),
-        None,
-        202,
-    )
-    .await;
+    let reply = prune_group(&api, &group).await;
     assert_eq!(reply["prune_id"], 3);
     wait_for(
         "a device group prune removes the unused image",
@@ -508,7 +456,7 @@ async fn prune_scenario(dir: PathBuf, engine: Cli, name: String) {
     // POST /api/v2/prune reaches every group.
     engine.load(&[IMAGE_V2]);
     engine.docker_ok(&["tag", IMAGE_V2, &unused(2)]);
-    let reply = ok(&api, "POST", "/api/v2/prune", None, 202).await;
+    let reply = api.expect("POST", "/api/v2/prune", None, 202).await;
     assert_eq!(reply, json!({"prune_ids": {group.clone(): 4}}));
     wait_for(
         "a prune of every group removes the unused image",
@@ -522,24 +470,6 @@ async fn prune_scenario(dir: PathBuf, engine: Cli, name: String) {
         "{}",
         worker.log()
     );
-}
-
-/// Whether RabbitMQ answers on 127.0.0.1:5672; prints `SKIPPED` otherwise (or fails, when
-/// `NEBULA_REQUIRE_BROKER` is set).
-fn broker_ready(test: &str) -> bool {
-    let up = std::net::TcpStream::connect_timeout(
-        &([127, 0, 0, 1], 5672).into(),
-        Duration::from_secs(1),
-    )
-    .is_ok();
-    if !up {
-        assert!(
-            std::env::var_os("NEBULA_REQUIRE_BROKER").is_none(),
-            "{test}: NEBULA_REQUIRE_BROKER is set"
-        );
-        println!("SKIPPED {test}: no RabbitMQ on 127.0.0.1:5672; run .ci/rabbitmq.sh");
-    }
-    up
 }
 
 /// The keys worker `id`'s queues are bound with to the exchange of changes on the default
@@ -581,31 +511,12 @@ async fn a_device_group_worker_hears_its_group_over_rabbitmq_at_once() {
     if !engine_ready(TEST) || !broker_ready(TEST) {
         return;
     }
-    let dir = std::env::temp_dir().join(unique("nebula-dgbus-"));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = scratch_dir("nebula-dgbus-");
     let (manager, api, uri) = api_manager(&dir, &[("RABBIT_HOST", "127.0.0.1")]).await;
     let (a, b, out) = (unique("dgba"), unique("dgbb"), unique("dgbo"));
-    let ports = free_port_range(3);
-    for (i, app) in [&a, &b, &out].into_iter().enumerate() {
-        let port = ports + u16::try_from(i).unwrap();
-        ok(
-            &api,
-            "POST",
-            &format!("/api/v2/apps/{app}"),
-            Some(app_doc(port)),
-            200,
-        )
-        .await;
-    }
+    let ports = create_apps(&api, &[&a, &b, &out]).await;
     let group = unique("busedge");
-    ok(
-        &api,
-        "POST",
-        &format!("/api/v2/device_groups/{group}"),
-        Some(json!({"apps": [a]})),
-        200,
-    )
-    .await;
+    create_group(&api, &group, json!([a])).await;
     let worker_id = unique("dgw");
     let worker = bus_worker(&dir, &uri, &group, None, &worker_id);
     // The worker subscribes before its first sync, so once the group's app runs, the queue
@@ -625,14 +536,7 @@ async fn a_device_group_worker_hears_its_group_over_rabbitmq_at_once() {
         None => println!("{TEST}: rabbitmqctl unavailable; the queue's bindings are not checked"),
     }
 
-    ok(
-        &api,
-        "PUT",
-        &format!("/api/v2/device_groups/{group}/update"),
-        Some(json!({"apps": [a, b]})),
-        202,
-    )
-    .await;
+    change_group(&api, "PUT", &group, json!([a, b])).await;
     wait_for("an app added to the group runs", PUSHED, || async {
         running(&b).len() == 1
     })
@@ -642,8 +546,7 @@ async fn a_device_group_worker_hears_its_group_over_rabbitmq_at_once() {
     // applied, the first had every chance, and nothing of it is here.
     let a_before = containers(&a);
     for (app, message) in [(&out, "outside"), (&b, "pushed")] {
-        ok(
-            &api,
+        api.expect(
             "PUT",
             &format!("/api/v2/apps/{app}/update"),
             Some(json!({"env_vars": {"MESSAGE": message}})),
@@ -661,39 +564,18 @@ async fn a_device_group_worker_hears_its_group_over_rabbitmq_at_once() {
     assert!(containers(&out).is_empty(), "an app outside the group");
     assert_eq!(containers(&a), a_before, "an unchanged member is untouched");
 
-    ok(
-        &api,
-        "PATCH",
-        &format!("/api/v2/device_groups/{group}/update"),
-        Some(json!({"apps": [b]})),
-        202,
-    )
-    .await;
+    change_group(&api, "PATCH", &group, json!([b])).await;
     wait_for("an app removed from the group goes", PUSHED, || async {
         containers(&a).is_empty()
     })
     .await;
 
-    ok(
-        &api,
-        "DELETE",
-        &format!("/api/v2/device_groups/{group}"),
-        None,
-        200,
-    )
-    .await;
+    delete_group(&api, &group).await;
     wait_for("a deleted group's apps go", PUSHED, || async {
         containers(&b).is_empty()
     })
     .await;
-    ok(
-        &api,
-        "POST",
-        &format!("/api/v2/device_groups/{group}"),
-        Some(json!({"apps": [a]})),
-        200,
-    )
-    .await;
+    create_group(&api, &group, json!([a])).await;
     wait_for("a re-created group runs", PUSHED, || async {
         running(&a).len() == 1
     })
@@ -713,33 +595,7 @@ async fn a_prune_request_reaches_the_groups_hosts_over_rabbitmq_at_once() {
     if !engine_ready(TEST) || !broker_ready(TEST) {
         return;
     }
-    docker_ok(&["pull", "-q", IMAGE]);
-    docker_ok(&["pull", "-q", IMAGE_V2]);
-    let name = unique("nebula-dgbp-");
-    let engine = match PrivateEngine::start(&name) {
-        Ok(engine) => engine,
-        Err(reason) => {
-            assert!(
-                std::env::var_os("NEBULA_REQUIRE_ENGINE").is_none(),
-                "NEBULA_REQUIRE_ENGINE is set but: {reason}"
-            );
-            println!("SKIPPED {TEST}: {reason}");
-            return;
-        }
-    };
-    let dir = std::env::temp_dir().join(format!("{name}-run"));
-    std::fs::create_dir_all(&dir).unwrap();
-    let cli = engine.cli.clone();
-    let result = tokio::spawn(bus_prune_scenario(dir.clone(), cli.clone(), name.clone())).await;
-    let ids = cli.docker_ok(&["ps", "-aq", "--filter", "label=orchestrator=nebula"]);
-    for id in ids.split_whitespace() {
-        let _ = cli.docker(&["rm", "-f", id]);
-    }
-    engine.stop();
-    let _ = std::fs::remove_dir_all(&dir);
-    if let Err(e) = result {
-        std::panic::resume_unwind(e.into_panic());
-    }
+    on_private_engine(TEST, "nebula-dgbp-", bus_prune_scenario).await;
 }
 
 /// A group prune, and a prune of every group, reach a worker on the private engine over the
@@ -751,22 +607,7 @@ async fn bus_prune_scenario(dir: PathBuf, engine: Cli, name: String) {
     let (_manager, api, uri) = api_manager(&dir, &[("RABBIT_HOST", "127.0.0.1")]).await;
     let app = unique("dgbp");
     let group = unique("buspruned");
-    ok(
-        &api,
-        "POST",
-        &format!("/api/v2/apps/{app}"),
-        Some(json!({"docker_image": IMAGE, "networks": ["none"]})),
-        200,
-    )
-    .await;
-    ok(
-        &api,
-        "POST",
-        &format!("/api/v2/device_groups/{group}"),
-        Some(json!({"apps": [app]})),
-        200,
-    )
-    .await;
+    portless_app_in_group(&api, &app, &group).await;
     let worker = bus_worker(&dir, &uri, &group, Some(&engine.socket), &unique("dgpw"));
     wait_for(
         "the group's app runs on the private engine",
@@ -776,14 +617,7 @@ async fn bus_prune_scenario(dir: PathBuf, engine: Cli, name: String) {
     .await;
     assert!(engine.has_image(&unused(1)), "no prune at first sight");
 
-    ok(
-        &api,
-        "POST",
-        &format!("/api/v2/device_groups/{group}/prune"),
-        None,
-        202,
-    )
-    .await;
+    prune_group(&api, &group).await;
     wait_for(
         "a device group prune removes the unused image",
         PUSHED,
@@ -794,7 +628,7 @@ async fn bus_prune_scenario(dir: PathBuf, engine: Cli, name: String) {
 
     engine.load(&[IMAGE_V2]);
     engine.docker_ok(&["tag", IMAGE_V2, &unused(2)]);
-    ok(&api, "POST", "/api/v2/prune", None, 202).await;
+    api.expect("POST", "/api/v2/prune", None, 202).await;
     wait_for(
         "a prune of every group removes the unused image",
         PUSHED,

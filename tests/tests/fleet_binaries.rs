@@ -4,9 +4,10 @@
 use std::process::Command;
 use std::time::Duration;
 
+use nebula_tests::procs::{ApiManager, Worker, broker_ready};
 use nebula_tests::{
-    Api, Process, binary, cleanup, containers, engine_ready, free_port, free_port_range, running,
-    unique, wait_for,
+    binary, cleanup, containers, engine_ready, free_port_range, running, scratch_dir, unique,
+    wait_for,
 };
 use serde_json::json;
 
@@ -21,40 +22,14 @@ async fn api_manager_and_polling_worker() {
     if !engine_ready("api_manager_and_polling_worker") {
         return;
     }
-    let dir = std::env::temp_dir().join(unique("nebula-fleet-"));
-    std::fs::create_dir_all(&dir).unwrap();
-    let port = free_port();
-    let bind = format!("127.0.0.1:{port}");
-    let data = dir.join("data");
-    let mut manager = Process::start(
-        binary("nebula-api-manager"),
-        &["--bind", &bind, "--data-dir", data.to_str().unwrap()],
-        &[
-            ("BASIC_AUTH_USER", "admin"),
-            ("BASIC_AUTH_PASSWORD", "fleet-pw"),
-        ],
-        dir.join("manager.log"),
-    );
-    let api = Api::new(port, "admin", "fleet-pw");
-    api.wait_ready().await;
+    let dir = scratch_dir("nebula-fleet-");
+    let (mut manager, api, uri) = ApiManager::new("admin", "fleet-pw").ready(&dir).await;
 
     let (a, b, c) = (unique("fa"), unique("fb"), unique("fc"));
     let ports = free_port_range(5);
-    let uri = format!("http://127.0.0.1:{port}");
-    let mut worker = Process::start(
-        binary("nebula-worker-manager"),
-        &[],
-        &[
-            ("APP_NAME", &format!("{a},{b}")),
-            ("NEBULA_MANAGER_URI", &uri),
-            ("NEBULA_MANAGER_AUTH_USER", "admin"),
-            ("NEBULA_MANAGER_AUTH_PASSWORD", "fleet-pw"),
-            ("NEBULA_MANAGER_CHECK_IN_TIME", "1"),
-            ("NEBULA_RECONCILE_INTERVAL", "1"),
-            ("NEBULA_STOP_GRACE", "1"),
-        ],
-        dir.join("worker.log"),
-    );
+    let mut worker = Worker::of(&uri, "admin", "fleet-pw")
+        .env("APP_NAME", &format!("{a},{b}"))
+        .start(dir.join("worker.log"));
 
     assert_eq!(
         api.call("POST", &format!("/api/apps/{a}"), Some(v1_app(ports, 2)))
@@ -183,22 +158,6 @@ fn bad_configuration_lists_every_problem_and_exits_2() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("AUTH_ENABLED"));
 }
 
-fn broker_ready(test: &str) -> bool {
-    let up = std::net::TcpStream::connect_timeout(
-        &([127, 0, 0, 1], 5672).into(),
-        Duration::from_secs(1),
-    )
-    .is_ok();
-    if !up {
-        assert!(
-            std::env::var_os("NEBULA_REQUIRE_BROKER").is_none(),
-            "{test}: NEBULA_REQUIRE_BROKER is set"
-        );
-        println!("SKIPPED {test}: no RabbitMQ on 127.0.0.1:5672; run .ci/rabbitmq.sh");
-    }
-    up
-}
-
 /// With RABBIT_HOST set, a change reaches the worker at once, not at its next check-in.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rabbitmq_pushes_changes_to_the_worker_at_once() {
@@ -207,46 +166,23 @@ async fn rabbitmq_pushes_changes_to_the_worker_at_once() {
     {
         return;
     }
-    let dir = std::env::temp_dir().join(unique("nebula-rabbit-"));
-    std::fs::create_dir_all(&dir).unwrap();
-    let port = free_port();
-    let bind = format!("127.0.0.1:{port}");
-    let _manager = Process::start(
-        binary("nebula-api-manager"),
-        &[
-            "--bind",
-            &bind,
-            "--data-dir",
-            dir.join("data").to_str().unwrap(),
-        ],
-        &[
-            ("BASIC_AUTH_USER", "admin"),
-            ("BASIC_AUTH_PASSWORD", "pw"),
-            ("RABBIT_HOST", "127.0.0.1"),
-        ],
-        dir.join("manager.log"),
-    );
-    let api = Api::new(port, "admin", "pw");
-    api.wait_ready().await;
+    let dir = scratch_dir("nebula-rabbit-");
+    let (_manager, api, uri) = ApiManager::new("admin", "pw")
+        .env("RABBIT_HOST", "127.0.0.1")
+        .ready(&dir)
+        .await;
     let app = unique("push");
     let ports = free_port_range(2);
-    let uri = format!("http://127.0.0.1:{port}");
     let worker_id = unique("w");
-    let worker = Process::start(
-        binary("nebula-worker-manager"),
-        &[],
-        &[
-            ("APP_NAME", app.as_str()),
-            ("NEBULA_MANAGER_URI", &uri),
-            ("NEBULA_MANAGER_AUTH_USER", "admin"),
-            ("NEBULA_MANAGER_AUTH_PASSWORD", "pw"),
+    let worker = Worker::of(&uri, "admin", "pw")
+        .without("NEBULA_RECONCILE_INTERVAL")
+        .envs(&[
+            ("APP_NAME", &app),
             ("NEBULA_MANAGER_CHECK_IN_TIME", "300"),
-            ("NEBULA_STOP_GRACE", "1"),
             ("RABBIT_HOST", "127.0.0.1"),
             ("NEBULA_WORKER_ID", &worker_id),
-        ],
-        dir.join("worker.log"),
-    );
+        ])
+        .start(dir.join("worker.log"));
     // The worker syncs at start and subscribes; give it a moment to bind its queue.
     wait_for("worker subscribed", Duration::from_secs(30), || async {
         worker.log().contains("worker starting")

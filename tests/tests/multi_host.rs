@@ -12,7 +12,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use nebula_tests::netns::{NetnsEngine, unsupported};
-use nebula_tests::{Api, IMAGE, Process, binary, engine_ready, free_port, unique, wait_for};
+use nebula_tests::procs::{ApiManager, Worker, broker_answers};
+use nebula_tests::{Api, IMAGE, Process, engine_ready, scratch_dir, unique, wait_for};
 use serde_json::json;
 
 /// Restarts the broker's app on drop, so a failing test never leaves it stopped.
@@ -37,11 +38,6 @@ fn rabbitmqctl(cmd: &str) {
         out.as_ref().is_ok_and(|o| o.status.success()),
         "rabbitmqctl {cmd}: {out:?}"
     );
-}
-
-fn broker_answers() -> bool {
-    std::net::TcpStream::connect_timeout(&([127, 0, 0, 1], 5672).into(), Duration::from_secs(1))
-        .is_ok()
 }
 
 async fn app_id(api: &Api, app: &str) -> String {
@@ -102,8 +98,7 @@ async fn one_call_converges_three_hosts_with_and_without_the_broker() {
         skip("no rabbitmqctl to stop and restart the broker");
         return;
     }
-    let dir = std::env::temp_dir().join(unique("nebula-multi-"));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = scratch_dir("nebula-multi-");
     // The test image, saved once from the shared engine and loaded into every host's engine.
     let pulled = Command::new("docker").args(["pull", IMAGE]).output();
     assert!(pulled.is_ok_and(|o| o.status.success()), "pull {IMAGE}");
@@ -143,49 +138,25 @@ async fn one_call_converges_three_hosts_with_and_without_the_broker() {
     }
     let all: Vec<&NetnsEngine> = hosts.iter().collect();
 
-    let port = free_port();
-    let bind = format!("127.0.0.1:{port}");
-    let _manager = Process::start(
-        binary("nebula-api-manager"),
-        &[
-            "--bind",
-            &bind,
-            "--data-dir",
-            dir.join("data").to_str().unwrap(),
-        ],
-        &[
-            ("BASIC_AUTH_USER", "admin"),
-            ("BASIC_AUTH_PASSWORD", "pw"),
-            ("RABBIT_HOST", "127.0.0.1"),
-        ],
-        dir.join("manager.log"),
-    );
-    let api = Api::new(port, "admin", "pw");
-    api.wait_ready().await;
+    let (_manager, api, uri) = ApiManager::new("admin", "pw")
+        .env("RABBIT_HOST", "127.0.0.1")
+        .ready(&dir)
+        .await;
     let app = unique("multi");
-    let uri = format!("http://127.0.0.1:{port}");
     let mut workers: Vec<Process> = hosts
         .iter()
         .enumerate()
         .map(|(i, h)| {
             let id = unique(&format!("mh{i}-"));
-            Process::start(
-                binary("nebula-worker-manager"),
-                &[],
-                &[
-                    ("APP_NAME", app.as_str()),
+            Worker::of(&uri, "admin", "pw")
+                .envs(&[
+                    ("APP_NAME", &app),
                     ("DOCKER_HOST", &h.socket),
-                    ("NEBULA_MANAGER_URI", &uri),
-                    ("NEBULA_MANAGER_AUTH_USER", "admin"),
-                    ("NEBULA_MANAGER_AUTH_PASSWORD", "pw"),
                     ("NEBULA_MANAGER_CHECK_IN_TIME", "2"),
-                    ("NEBULA_RECONCILE_INTERVAL", "1"),
-                    ("NEBULA_STOP_GRACE", "1"),
                     ("RABBIT_HOST", "127.0.0.1"),
                     ("NEBULA_WORKER_ID", &id),
-                ],
-                dir.join(format!("worker{i}.log")),
-            )
+                ])
+                .start(dir.join(format!("worker{i}.log")))
         })
         .collect();
     wait_for("workers started", Duration::from_secs(30), || async {

@@ -17,9 +17,10 @@ use lapin::options::QueueDeclareOptions;
 use lapin::types::{FieldTable, ShortString};
 use lapin::uri::{AMQPAuthority, AMQPUri};
 use lapin::{Connection, ConnectionProperties};
+use nebula_tests::procs::{ApiManager, Worker, broker_answers};
 use nebula_tests::{
-    Api, IMAGE, Process, binary, cleanup, engine_ready, free_port, free_port_range, running,
-    unique, wait_for,
+    Api, IMAGE, Process, binary, cleanup, engine_ready, free_port_range, running, scratch_dir,
+    unique, unix_now, wait_for,
 };
 use serde_json::{Value, json};
 
@@ -40,12 +41,7 @@ impl Vhost {
     /// The vhost, or `None` (after printing `SKIPPED`) without a broker or `rabbitmqctl`.
     fn create(test: &str) -> Option<Self> {
         let required = std::env::var("NEBULA_REQUIRE_BROKER").as_deref() == Ok("1");
-        let up = std::net::TcpStream::connect_timeout(
-            &([127, 0, 0, 1], 5672).into(),
-            Duration::from_secs(1),
-        )
-        .is_ok();
-        if !up {
+        if !broker_answers() {
             assert!(
                 !required,
                 "{test}: NEBULA_REQUIRE_BROKER=1 but no RabbitMQ answers"
@@ -115,62 +111,28 @@ impl Drop for Vhost {
     }
 }
 
-/// An API manager on the embedded store in `dir`, with `env` added.
+/// An API manager on the embedded store in `dir`, its files named after `name`, with `env`
+/// added.
 async fn api_manager(dir: &Path, name: &str, env: &[(&str, &str)]) -> (Process, Api, String) {
-    let port = free_port();
-    let bind = format!("127.0.0.1:{port}");
-    let data = dir.join(format!("{name}-data"));
-    let mut all = vec![("BASIC_AUTH_USER", USER), ("BASIC_AUTH_PASSWORD", PASSWORD)];
-    all.extend_from_slice(env);
-    let manager = Process::start(
-        binary("nebula-api-manager"),
-        &["--bind", &bind, "--data-dir", data.to_str().unwrap()],
-        &all,
-        dir.join(format!("{name}.log")),
-    );
-    let api = Api::new(port, USER, PASSWORD);
-    api.wait_ready().await;
-    (manager, api, format!("http://{bind}"))
+    ApiManager::new(USER, PASSWORD)
+        .named(name)
+        .envs(env)
+        .ready(dir)
+        .await
 }
 
 /// A worker manager selecting `app`, syncing from `uri` every second, with `env` added.
 fn worker(dir: &Path, uri: &str, app: &str, env: &[(&str, &str)]) -> Process {
-    let mut all = vec![
-        ("APP_NAME", app),
-        ("NEBULA_MANAGER_URI", uri),
-        ("NEBULA_MANAGER_AUTH_USER", USER),
-        ("NEBULA_MANAGER_AUTH_PASSWORD", PASSWORD),
-        ("NEBULA_MANAGER_CHECK_IN_TIME", "1"),
-        ("NEBULA_RECONCILE_INTERVAL", "1"),
-        ("NEBULA_STOP_GRACE", "1"),
-    ];
-    all.extend_from_slice(env);
-    Process::start(
-        binary("nebula-worker-manager"),
-        &[],
-        &all,
-        dir.join("worker.log"),
-    )
+    Worker::of(uri, USER, PASSWORD)
+        .env("APP_NAME", app)
+        .envs(env)
+        .start(dir.join("worker.log"))
 }
 
 /// The reports of `host` the manager keeps (one page of up to 1000).
 async fn reports_of(api: &Api, host: &str) -> Vec<Value> {
-    let (code, page) = api
-        .call(
-            "GET",
-            &format!("/api/v2/reports?hostname={host}&page_size=1000"),
-            None,
-        )
-        .await;
-    assert_eq!(code, 200, "{page}");
-    page["data"].as_array().cloned().unwrap_or_default()
-}
-
-fn now_s() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
+    api.reports_page(&format!("hostname={host}&page_size=1000"))
+        .await
 }
 
 /// The worker syncs from manager A, which is not on the broker; manager B is on the broker
@@ -184,8 +146,7 @@ async fn worker_reports_reach_the_manager_over_rabbitmq_and_wait_while_it_is_dow
     let Some(vhost) = Vhost::create(test) else {
         return;
     };
-    let dir = std::env::temp_dir().join(unique("nebula-bus-reports-"));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = scratch_dir("nebula-bus-reports-");
     let rabbit = vhost.url();
     let (_a, api_a, uri_a) = api_manager(&dir, "manager-a", &[]).await;
     let (mut b, api_b, _) = api_manager(&dir, "manager-b", &[("RABBIT_URL", &rabbit)]).await;
@@ -240,15 +201,15 @@ async fn worker_reports_reach_the_manager_over_rabbitmq_and_wait_while_it_is_dow
     assert!(report["report_insert_date"]["$date"].as_u64().is_some());
 
     // Manager B down: the worker goes on reporting, and the broker keeps the reports.
-    let stopped_at = now_s();
+    let stopped_at = unix_now();
     b.kill9();
     wait_for(
         "reports waiting in the broker while no manager runs",
         Duration::from_secs(30),
-        || async { vhost.reports_waiting().await >= 3 && now_s() >= stopped_at + 2 },
+        || async { vhost.reports_waiting().await >= 3 && unix_now() >= stopped_at + 2 },
     )
     .await;
-    let restarted_at = now_s();
+    let restarted_at = unix_now();
     b.restart();
     api_b.wait_ready().await;
     let made_while_down = |r: &Value| {
@@ -287,8 +248,7 @@ async fn without_a_broker_the_worker_reports_over_http() {
     if !engine_ready("without_a_broker_the_worker_reports_over_http") {
         return;
     }
-    let dir = std::env::temp_dir().join(unique("nebula-bus-fallback-"));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = scratch_dir("nebula-bus-fallback-");
     let (_manager, api, uri) = api_manager(&dir, "manager", &[]).await;
     let host = unique("fallback-host-");
     // Nothing listens on port 1.

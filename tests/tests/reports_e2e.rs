@@ -6,89 +6,22 @@
 use std::path::Path;
 use std::time::Duration;
 
+use nebula_tests::procs::{ApiManager, Worker};
 use nebula_tests::{
-    Api, IMAGE, Process, binary, cleanup, engine_ready, free_port, free_port_range, running,
-    unique, wait_for,
+    IMAGE, Process, cleanup, engine_ready, free_port_range, running, scratch_dir, unique, unix_now,
+    wait_for,
 };
 use serde_json::{Value, json};
 
 const USER: &str = "admin";
 const PASSWORD: &str = "reports-pw";
 
-async fn api_manager(dir: &Path) -> (Process, Api, String) {
-    let port = free_port();
-    let bind = format!("127.0.0.1:{port}");
-    let data = dir.join("data");
-    let manager = Process::start(
-        binary("nebula-api-manager"),
-        &["--bind", &bind, "--data-dir", data.to_str().unwrap()],
-        &[("BASIC_AUTH_USER", USER), ("BASIC_AUTH_PASSWORD", PASSWORD)],
-        dir.join("manager.log"),
-    );
-    let api = Api::new(port, USER, PASSWORD);
-    api.wait_ready().await;
-    (manager, api, format!("http://{bind}"))
-}
-
+/// A worker selecting apps by `selection` (`APP_NAME` or `DEVICE_GROUP`), with `extra` added.
 fn worker(dir: &Path, uri: &str, selection: (&str, &str), extra: &[(&str, &str)]) -> Process {
-    let mut env = vec![
-        selection,
-        ("NEBULA_MANAGER_URI", uri),
-        ("NEBULA_MANAGER_AUTH_USER", USER),
-        ("NEBULA_MANAGER_AUTH_PASSWORD", PASSWORD),
-        ("NEBULA_MANAGER_CHECK_IN_TIME", "1"),
-        ("NEBULA_RECONCILE_INTERVAL", "1"),
-        ("NEBULA_STOP_GRACE", "1"),
-    ];
-    env.extend_from_slice(extra);
-    Process::start(
-        binary("nebula-worker-manager"),
-        &[],
-        &env,
-        dir.join(format!("worker-{}.log", selection.1)),
-    )
-}
-
-async fn ok(api: &Api, method: &str, path: &str, body: Option<Value>, code: u16) -> Value {
-    let (got, reply) = api.call(method, path, body).await;
-    assert_eq!(got, code, "{method} {path}: {reply}");
-    reply
-}
-
-/// Every report of `query`, following `last_id` to the end.
-async fn all_reports(api: &Api, query: &str) -> Vec<Value> {
-    let mut out = Vec::new();
-    let mut last: Option<String> = None;
-    loop {
-        let path = match &last {
-            Some(id) => format!("/api/v2/reports?page_size=5&{query}&last_id={id}"),
-            None => format!("/api/v2/reports?page_size=5&{query}"),
-        };
-        let page = ok(api, "GET", &path, None, 200).await;
-        if page["data"].is_null() {
-            assert!(page["last_id"].is_null(), "{page}");
-            return out;
-        }
-        let data = page["data"].as_array().unwrap();
-        assert!(!data.is_empty() && data.len() <= 5);
-        last = Some(page["last_id"]["$oid"].as_str().unwrap().to_owned());
-        assert_eq!(
-            data.last().unwrap()["_id"]["$oid"].as_str(),
-            last.as_deref()
-        );
-        out.extend(data.iter().cloned());
-    }
-}
-
-async fn latest(api: &Api, query: &str) -> Option<Value> {
-    all_reports(api, query).await.pop()
-}
-
-fn now_s() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
+    Worker::of(uri, USER, PASSWORD)
+        .env(selection.0, selection.1)
+        .envs(extra)
+        .start(dir.join(format!("worker-{}.log", selection.1)))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -96,15 +29,13 @@ async fn a_device_group_workers_report_and_the_app_status() {
     if !engine_ready("a_device_group_workers_report_and_the_app_status") {
         return;
     }
-    let dir = std::env::temp_dir().join(unique("nebula-reports-"));
-    std::fs::create_dir_all(&dir).unwrap();
-    let (manager, api, uri) = api_manager(&dir).await;
+    let dir = scratch_dir("nebula-reports-");
+    let (manager, api, uri) = ApiManager::new(USER, PASSWORD).ready(&dir).await;
     let app = unique("rep");
     let group = unique("repg");
     let host = unique("host-");
     let port = free_port_range(2);
-    ok(
-        &api,
+    api.expect(
         "POST",
         &format!("/api/v2/apps/{app}"),
         Some(
@@ -114,15 +45,14 @@ async fn a_device_group_workers_report_and_the_app_status() {
         200,
     )
     .await;
-    ok(
-        &api,
+    api.expect(
         "POST",
         &format!("/api/v2/device_groups/{group}"),
         Some(json!({"apps": [app]})),
         200,
     )
     .await;
-    let started = now_s();
+    let started = unix_now();
     let w = worker(
         &dir,
         &uri,
@@ -139,10 +69,14 @@ async fn a_device_group_workers_report_and_the_app_status() {
     wait_for(
         "a report of the converged host",
         Duration::from_secs(30),
-        || async { latest(&api, &query).await.is_some_and(|r| converged(&r)) },
+        || async {
+            api.latest_report(&query)
+                .await
+                .is_some_and(|r| converged(&r))
+        },
     )
     .await;
-    let report = latest(&api, &query).await.unwrap();
+    let report = api.latest_report(&query).await.unwrap();
     assert_eq!(report["hostname"], host.as_str());
     assert_eq!(report["device_group"], group.as_str());
     let names: Vec<&str> = report["apps_containers"]
@@ -171,11 +105,11 @@ async fn a_device_group_workers_report_and_the_app_status() {
     assert!(report["root_disk_usage"]["total"].as_u64().unwrap() > 0);
     assert!(report["cpu_usage"]["cores"].as_u64().unwrap() >= 1);
     let t = report["report_creation_time"].as_u64().unwrap();
-    assert!((started..=now_s()).contains(&t), "{t}");
+    assert!((started..=unix_now()).contains(&t), "{t}");
     assert!(report["report_insert_date"]["$date"].as_u64().is_some());
 
     let status_path = format!("/api/v2/apps/{app}/status");
-    let status = ok(&api, "GET", &status_path, None, 200).await;
+    let status = api.expect("GET", &status_path, None, 200).await;
     assert_eq!(
         (
             &status["app_id"],
@@ -189,24 +123,24 @@ async fn a_device_group_workers_report_and_the_app_status() {
 
     // The first report says updated, later unchanged ones do not; the filters find both.
     assert!(
-        !all_reports(&api, &format!("{query}&updated=True"))
+        !api.all_reports(&format!("{query}&updated=True"))
             .await
             .is_empty()
     );
     wait_for("an unchanged report", Duration::from_secs(15), || async {
-        !all_reports(&api, &format!("{query}&updated=False"))
+        !api.all_reports(&format!("{query}&updated=False"))
             .await
             .is_empty()
     })
     .await;
-    let first_time = all_reports(&api, &query).await[0]["report_creation_time"]
+    let first_time = api.all_reports(&query).await[0]["report_creation_time"]
         .as_u64()
         .unwrap();
-    let newer = all_reports(
-        &api,
-        &format!("{query}&report_creation_time={first_time}&report_creation_time_filter=gt"),
-    )
-    .await;
+    let newer = api
+        .all_reports(&format!(
+            "{query}&report_creation_time={first_time}&report_creation_time_filter=gt"
+        ))
+        .await;
     assert!(
         newer
             .iter()
@@ -214,19 +148,13 @@ async fn a_device_group_workers_report_and_the_app_status() {
     );
 
     // A new version: the status view follows the host to it.
-    ok(
-        &api,
-        "POST",
-        &format!("/api/v2/apps/{app}/restart"),
-        None,
-        202,
-    )
-    .await;
+    api.expect("POST", &format!("/api/v2/apps/{app}/restart"), None, 202)
+        .await;
     wait_for(
         "the host converged on version 2",
         Duration::from_secs(60),
         || async {
-            let s = ok(&api, "GET", &status_path, None, 200).await;
+            let s = api.expect("GET", &status_path, None, 200).await;
             s["app_id"] == 2 && s["by_app_id"] == json!({"2": 1}) && s["converged"] == 1
         },
     )
@@ -243,14 +171,12 @@ async fn an_app_name_worker_reporting_on_update_only() {
     if !engine_ready("an_app_name_worker_reporting_on_update_only") {
         return;
     }
-    let dir = std::env::temp_dir().join(unique("nebula-reports-"));
-    std::fs::create_dir_all(&dir).unwrap();
-    let (manager, api, uri) = api_manager(&dir).await;
+    let dir = scratch_dir("nebula-reports-");
+    let (manager, api, uri) = ApiManager::new(USER, PASSWORD).ready(&dir).await;
     let app = unique("repn");
     let host = unique("host-");
     let port = free_port_range(1);
-    ok(
-        &api,
+    api.expect(
         "POST",
         &format!("/api/v2/apps/{app}"),
         Some(
@@ -271,22 +197,22 @@ async fn an_app_name_worker_reporting_on_update_only() {
     );
     let query = format!("hostname={host}");
     wait_for("a converged report", Duration::from_secs(60), || async {
-        latest(&api, &query)
+        api.latest_report(&query)
             .await
             .is_some_and(|r| r["apps_status"][&app]["converged"] == true)
     })
     .await;
     // Three more check-ins with nothing changing send nothing.
-    let before = all_reports(&api, &query).await.len();
+    let before = api.all_reports(&query).await.len();
     tokio::time::sleep(Duration::from_secs(4)).await;
-    let reports = all_reports(&api, &query).await;
+    let reports = api.all_reports(&query).await;
     assert_eq!(reports.len(), before, "unchanged reports are not sent");
     assert!(reports.iter().all(|r| r["updated"] == true));
     let last = reports.last().unwrap();
     assert_eq!(last["device_group"], Value::Null);
     assert_eq!(last["app_names"], json!([app]));
     assert!(
-        all_reports(&api, "device_group=none-such").await.is_empty(),
+        api.all_reports("device_group=none-such").await.is_empty(),
         "a worker without a group matches no group filter"
     );
     drop(w);
