@@ -392,24 +392,34 @@ impl WorkerManagerConfig {
                 "manager address {manager_uri:?}: must start with http:// (put a TLS-terminating proxy on the worker's side for https)"
             ));
         }
-        let manager_auth = match (
-            l.string("nebula_manager_auth_user"),
-            l.string("nebula_manager_auth_password"),
-            l.string("nebula_manager_auth_token"),
-        ) {
-            (_, _, Some(token)) => Some(ClientAuth::Bearer(token)),
-            (Some(user), Some(password), None) => Some(ClientAuth::Basic { user, password }),
-            (None, None, None) => None,
-            _ => {
-                l.error("NEBULA_MANAGER_AUTH_USER and NEBULA_MANAGER_AUTH_PASSWORD must be set together");
-                None
-            }
-        };
+        let manager_auth = manager_auth(
+            l,
+            "NEBULA_MANAGER_AUTH_USER and NEBULA_MANAGER_AUTH_PASSWORD must be set together",
+        );
         Self {
             manager_uri,
             manager_auth,
             request_timeout: l.seconds("nebula_manager_request_timeout", 60, 1),
             engine: EngineConfig::read(l, selection),
+        }
+    }
+}
+
+/// The credentials for calling a manager: `nebula_manager_auth_token` (a bearer token, which
+/// wins), or `nebula_manager_auth_user` with `nebula_manager_auth_password`, or none. One of
+/// user and password without the other is the error `unpaired`.
+pub fn manager_auth(l: &mut Layers, unpaired: &str) -> Option<ClientAuth> {
+    match (
+        l.string("nebula_manager_auth_user"),
+        l.string("nebula_manager_auth_password"),
+        l.string("nebula_manager_auth_token"),
+    ) {
+        (_, _, Some(token)) => Some(ClientAuth::Bearer(token)),
+        (Some(user), Some(password), None) => Some(ClientAuth::Basic { user, password }),
+        (None, None, None) => None,
+        _ => {
+            l.error(unpaired);
+            None
         }
     }
 }

@@ -1,9 +1,9 @@
 //! `nebula apps ...`.
 
 use clap::Subcommand;
-use reqwest::Method;
 
-use super::http::{Request, Shape};
+use super::collection::APPS;
+use super::http::Request;
 use super::{Document, UpdateArgs};
 
 /// The verbs on apps.
@@ -64,25 +64,16 @@ impl Apps {
     /// # Errors
     /// When the document cannot be read.
     pub fn request(&self) -> Result<Request, String> {
-        use Method as M;
         Ok(match self {
-            Self::List => Request::new(M::GET, &["apps"], Shape::Names("apps")),
-            Self::Get { name } => Request::new(M::GET, &["apps", name], Shape::Object),
-            Self::Create { name, doc } => {
-                Request::new(M::POST, &["apps", name], Shape::Object).with_body(doc.read()?)
-            }
-            Self::Update { name, update } => update.request(&["apps", name, "update"])?,
-            Self::Delete { name } => Request::new(
-                M::DELETE,
-                &["apps", name],
-                Shape::Done(format!("deleted app {name}")),
-            ),
-            Self::Stop { name } => Request::new(M::POST, &["apps", name, "stop"], Shape::Object),
-            Self::Start { name } => Request::new(M::POST, &["apps", name, "start"], Shape::Object),
-            Self::Restart { name } => {
-                Request::new(M::POST, &["apps", name, "restart"], Shape::Object)
-            }
-            Self::Status { name } => Request::new(M::GET, &["apps", name, "status"], Shape::Object),
+            Self::List => APPS.list(),
+            Self::Get { name } => APPS.get(name),
+            Self::Create { name, doc } => APPS.create(name, doc.read()?),
+            Self::Update { name, update } => APPS.update(name, update)?,
+            Self::Delete { name } => APPS.delete(name),
+            Self::Stop { name } => APPS.act(name, "stop"),
+            Self::Start { name } => APPS.act(name, "start"),
+            Self::Restart { name } => APPS.act(name, "restart"),
+            Self::Status { name } => APPS.view(name, "status"),
         })
     }
 }

@@ -1,9 +1,9 @@
 //! `nebula cron-jobs ...`.
 
 use clap::Subcommand;
-use reqwest::Method;
 
-use super::http::{Request, Shape};
+use super::collection::CRON_JOBS;
+use super::http::Request;
 use super::{Document, UpdateArgs};
 
 /// The verbs on cron jobs.
@@ -43,20 +43,12 @@ impl CronJobs {
     /// # Errors
     /// When the document cannot be read.
     pub fn request(&self) -> Result<Request, String> {
-        use Method as M;
-        const CJ: &str = "cron_jobs";
         Ok(match self {
-            Self::List => Request::new(M::GET, &[CJ], Shape::Names("cron_jobs")),
-            Self::Get { name } => Request::new(M::GET, &[CJ, name], Shape::Object),
-            Self::Create { name, doc } => {
-                Request::new(M::POST, &[CJ, name], Shape::Object).with_body(doc.read()?)
-            }
-            Self::Update { name, update } => update.request(&[CJ, name, "update"])?,
-            Self::Delete { name } => Request::new(
-                M::DELETE,
-                &[CJ, name],
-                Shape::Done(format!("deleted cron job {name}")),
-            ),
+            Self::List => CRON_JOBS.list(),
+            Self::Get { name } => CRON_JOBS.get(name),
+            Self::Create { name, doc } => CRON_JOBS.create(name, doc.read()?),
+            Self::Update { name, update } => CRON_JOBS.update(name, update)?,
+            Self::Delete { name } => CRON_JOBS.delete(name),
         })
     }
 }

@@ -1,9 +1,9 @@
 //! `nebula device-groups ...`.
 
 use clap::Subcommand;
-use reqwest::Method;
 
-use super::http::{Request, Shape};
+use super::collection::DEVICE_GROUPS;
+use super::http::Request;
 use super::{OptionalDocument, UpdateArgs};
 
 /// The verbs on device groups.
@@ -53,22 +53,14 @@ impl DeviceGroups {
     /// # Errors
     /// When the document cannot be read.
     pub fn request(&self) -> Result<Request, String> {
-        use Method as M;
-        const DG: &str = "device_groups";
         Ok(match self {
-            Self::List => Request::new(M::GET, &[DG], Shape::Names("device_groups")),
-            Self::Get { name } => Request::new(M::GET, &[DG, name], Shape::Object),
-            Self::Info { name } => Request::new(M::GET, &[DG, name, "info"], Shape::Object),
-            Self::Create { name, doc } => {
-                Request::new(M::POST, &[DG, name], Shape::Object).with_body(doc.read()?)
-            }
-            Self::Update { name, update } => update.request(&[DG, name, "update"])?,
-            Self::Delete { name } => Request::new(
-                M::DELETE,
-                &[DG, name],
-                Shape::Done(format!("deleted device group {name}")),
-            ),
-            Self::Prune { name } => Request::new(M::POST, &[DG, name, "prune"], Shape::Object),
+            Self::List => DEVICE_GROUPS.list(),
+            Self::Get { name } => DEVICE_GROUPS.get(name),
+            Self::Info { name } => DEVICE_GROUPS.view(name, "info"),
+            Self::Create { name, doc } => DEVICE_GROUPS.create(name, doc.read()?),
+            Self::Update { name, update } => DEVICE_GROUPS.update(name, update)?,
+            Self::Delete { name } => DEVICE_GROUPS.delete(name),
+            Self::Prune { name } => DEVICE_GROUPS.act(name, "prune"),
         })
     }
 }

@@ -7,6 +7,7 @@
 //! error, 3 when it cannot be reached. Credentials are never printed.
 
 pub mod apps;
+pub mod collection;
 pub mod cron_jobs;
 pub mod device_groups;
 pub mod http;
@@ -24,7 +25,7 @@ use nebula_http::client::ClientAuth;
 use reqwest::{Method, Url};
 use serde_json::Value;
 
-use crate::config::Layers;
+use crate::config::{self, Layers};
 use http::{Outcome, Request, Shape};
 use output::Format;
 
@@ -263,22 +264,11 @@ impl Settings {
                 Url::parse(DEFAULT_MANAGER_URI).expect("the default address parses")
             }
         };
-        let auth = match (
-            l.string("nebula_manager_auth_user"),
-            l.string("nebula_manager_auth_password"),
-            l.string("nebula_manager_auth_token"),
-        ) {
-            (_, _, Some(token)) => Some(ClientAuth::Bearer(token)),
-            (Some(user), Some(password), None) => Some(ClientAuth::Basic { user, password }),
-            (None, None, None) => None,
-            _ => {
-                l.error(
-                    "--user and --password (NEBULA_MANAGER_AUTH_USER and \
-                     NEBULA_MANAGER_AUTH_PASSWORD) must be given together",
-                );
-                None
-            }
-        };
+        let auth = config::manager_auth(
+            l,
+            "--user and --password (NEBULA_MANAGER_AUTH_USER and \
+             NEBULA_MANAGER_AUTH_PASSWORD) must be given together",
+        );
         Self {
             manager,
             auth,

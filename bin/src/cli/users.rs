@@ -1,9 +1,9 @@
 //! `nebula users ...` and `nebula user-groups ...` (admin only, except the lists).
 
 use clap::Subcommand;
-use reqwest::Method;
 
-use super::http::{Request, Shape};
+use super::collection::{USER_GROUPS, USERS};
+use super::http::Request;
 use super::{Document, OptionalDocument};
 
 /// The verbs on users.
@@ -80,25 +80,13 @@ impl Users {
     /// # Errors
     /// When the document cannot be read.
     pub fn request(&self) -> Result<Request, String> {
-        use Method as M;
         Ok(match self {
-            Self::List => Request::new(M::GET, &["users"], Shape::Names("users")),
-            Self::Get { name } => Request::new(M::GET, &["users", name], Shape::Object),
-            Self::Create { name, doc } => {
-                Request::new(M::POST, &["users", name], Shape::Object).with_body(doc.read()?)
-            }
-            Self::Update { name, doc } => {
-                Request::new(M::PATCH, &["users", name, "update"], Shape::Object)
-                    .with_body(doc.read()?)
-            }
-            Self::Delete { name } => Request::new(
-                M::DELETE,
-                &["users", name],
-                Shape::Done(format!("deleted user {name}")),
-            ),
-            Self::Refresh { name } => {
-                Request::new(M::POST, &["users", name, "refresh"], Shape::Object)
-            }
+            Self::List => USERS.list(),
+            Self::Get { name } => USERS.get(name),
+            Self::Create { name, doc } => USERS.create(name, doc.read()?),
+            Self::Update { name, doc } => USERS.patch(name, doc.read()?),
+            Self::Delete { name } => USERS.delete(name),
+            Self::Refresh { name } => USERS.act(name, "refresh"),
         })
     }
 }
@@ -109,22 +97,12 @@ impl UserGroups {
     /// # Errors
     /// When the document cannot be read.
     pub fn request(&self) -> Result<Request, String> {
-        use Method as M;
-        const UG: &str = "user_groups";
         Ok(match self {
-            Self::List => Request::new(M::GET, &[UG], Shape::Names("user_groups")),
-            Self::Get { name } => Request::new(M::GET, &[UG, name], Shape::Object),
-            Self::Create { name, doc } => {
-                Request::new(M::POST, &[UG, name], Shape::Object).with_body(doc.read()?)
-            }
-            Self::Update { name, doc } => {
-                Request::new(M::PATCH, &[UG, name, "update"], Shape::Object).with_body(doc.read()?)
-            }
-            Self::Delete { name } => Request::new(
-                M::DELETE,
-                &[UG, name],
-                Shape::Done(format!("deleted user group {name}")),
-            ),
+            Self::List => USER_GROUPS.list(),
+            Self::Get { name } => USER_GROUPS.get(name),
+            Self::Create { name, doc } => USER_GROUPS.create(name, doc.read()?),
+            Self::Update { name, doc } => USER_GROUPS.patch(name, doc.read()?),
+            Self::Delete { name } => USER_GROUPS.delete(name),
         })
     }
 }
