@@ -12,39 +12,14 @@ use lapin::options::{
     QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
-use lapin::uri::{AMQPAuthority, AMQPUri};
-use lapin::{BasicProperties, Connection, ConnectionProperties};
+use lapin::{BasicProperties, Connection};
 use nebula_core::bus::{Bus, BusError, BusMessage, Subscription, Topic};
 use nebula_core::device_group::DeviceGroupName;
 use nebula_core::model::{App, AppName, AppSpec, RestartMode};
-use nebula_rabbit::{RabbitBus, RabbitConfig, wire};
+use nebula_rabbit::{RabbitConfig, wire};
 
-const BROKER: &str = "127.0.0.1:5672";
-const WITHIN: Duration = Duration::from_secs(10);
-
-/// Whether a broker answers; prints `SKIPPED` (or fails when one is required) when not.
-async fn broker_up() -> bool {
-    let up = matches!(
-        tokio::time::timeout(
-            Duration::from_secs(2),
-            tokio::net::TcpStream::connect(BROKER)
-        )
-        .await,
-        Ok(Ok(_))
-    );
-    if !up {
-        assert!(
-            std::env::var("NEBULA_REQUIRE_BROKER").as_deref() != Ok("1"),
-            "NEBULA_REQUIRE_BROKER=1 but no RabbitMQ answers on {BROKER}"
-        );
-        println!("SKIPPED: no RabbitMQ on {BROKER}; run .ci/rabbitmq.sh");
-    }
-    up
-}
-
-fn unique_prefix() -> String {
-    format!("nebula-it-{:08x}", rand::random::<u32>())
-}
+mod common;
+use common::{WITHIN, broker_up, bus, raw, unique_prefix};
 
 /// The defaults, on an exchange of this test's own, with short-lived worker queues.
 fn config(prefix: &str, worker_id: Option<&str>) -> RabbitConfig {
@@ -54,10 +29,6 @@ fn config(prefix: &str, worker_id: Option<&str>) -> RabbitConfig {
         queue_expiry: Duration::from_secs(60),
         ..RabbitConfig::default()
     }
-}
-
-fn bus(config: &RabbitConfig) -> RabbitBus {
-    RabbitBus::new(config.clone()).unwrap()
 }
 
 fn name(n: &str) -> AppName {
@@ -132,20 +103,6 @@ async fn drain(channel: &lapin::Channel, queue: &str) -> Vec<lapin::message::Del
         got.push(m.delivery);
     }
     got
-}
-
-/// A plain lapin connection for setting up what the bus would never do itself.
-async fn raw() -> Connection {
-    let uri = AMQPUri {
-        authority: AMQPAuthority {
-            host: "127.0.0.1".to_owned(),
-            ..AMQPAuthority::default()
-        },
-        ..AMQPUri::default()
-    };
-    Connection::connect_uri(uri, ConnectionProperties::default())
-        .await
-        .unwrap()
 }
 
 async fn raw_publish(conn: &Connection, exchange: &str, key: &str, body: &[u8]) {

@@ -8,42 +8,17 @@
 
 use std::time::Duration;
 
+use lapin::BasicProperties;
 use lapin::options::{
     BasicPublishOptions, ExchangeDeleteOptions, QueueDeclareOptions, QueueDeleteOptions,
 };
 use lapin::types::{FieldTable, ShortString};
-use lapin::uri::{AMQPAuthority, AMQPUri};
-use lapin::{BasicProperties, Connection, ConnectionProperties};
 use nebula_core::bus::{Delivery, ReportBus, Subscription};
 use nebula_core::report::WorkerReport;
-use nebula_rabbit::{RabbitBus, RabbitConfig, wire};
+use nebula_rabbit::{RabbitConfig, wire};
 
-const BROKER: &str = "127.0.0.1:5672";
-const WITHIN: Duration = Duration::from_secs(10);
-
-/// Whether a broker answers; prints `SKIPPED` (or fails when one is required) when not.
-async fn broker_up() -> bool {
-    let up = matches!(
-        tokio::time::timeout(
-            Duration::from_secs(2),
-            tokio::net::TcpStream::connect(BROKER)
-        )
-        .await,
-        Ok(Ok(_))
-    );
-    if !up {
-        assert!(
-            std::env::var("NEBULA_REQUIRE_BROKER").as_deref() != Ok("1"),
-            "NEBULA_REQUIRE_BROKER=1 but no RabbitMQ answers on {BROKER}"
-        );
-        println!("SKIPPED: no RabbitMQ on {BROKER}; run .ci/rabbitmq.sh");
-    }
-    up
-}
-
-fn unique_prefix() -> String {
-    format!("nebula-it-{:08x}", rand::random::<u32>())
-}
+mod common;
+use common::{WITHIN, broker_up, bus, raw, unique_prefix};
 
 /// The defaults, with exchanges and a report queue of this test's own.
 fn config(prefix: &str) -> RabbitConfig {
@@ -55,30 +30,12 @@ fn config(prefix: &str) -> RabbitConfig {
     }
 }
 
-fn bus(config: &RabbitConfig) -> RabbitBus {
-    RabbitBus::new(config.clone()).unwrap()
-}
-
 fn report(host: &str, time: u64) -> WorkerReport {
     WorkerReport {
         hostname: host.to_owned(),
         report_creation_time: time,
         ..WorkerReport::default()
     }
-}
-
-/// A plain lapin connection, for looking at and changing what the bus made.
-async fn raw() -> Connection {
-    let uri = AMQPUri {
-        authority: AMQPAuthority {
-            host: "127.0.0.1".to_owned(),
-            ..AMQPAuthority::default()
-        },
-        ..AMQPUri::default()
-    };
-    Connection::connect_uri(uri, ConnectionProperties::default())
-        .await
-        .unwrap()
 }
 
 /// Messages ready (not delivered, not unacked) in `queue`.
