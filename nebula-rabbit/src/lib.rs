@@ -71,6 +71,20 @@
 //!   The worker's consumer is exclusive: a second worker with the same id is refused rather
 //!   than silently taking half of the messages. Without a worker id (publishers, tests) a
 //!   subscription gets a private server-named queue that dies with it.
+//! - **Or shared streams, opt-in.** With [`Topology::Streams`] (`NEBULA_RABBIT_TOPOLOGY=streams`)
+//!   publishing stays as above, but a subscription reads one durable stream per topic instead
+//!   of a queue of its own: [`stream_name`] (`nebula.stream.app.web`, `nebula.stream.dg.edge`,
+//!   `nebula.stream.all-apps`, the exchange's name added when it is not `nebula.apps`), bound
+//!   with the topic's key and declared by every worker with the same [`stream_arguments`]
+//!   (`x-max-age` = [`RabbitConfig::queue_expiry`], `x-max-length-bytes` =
+//!   [`RabbitConfig::stream_max_bytes`], small segments so retention can drop old ones). The
+//!   broker appends a change once per stream, not once per worker. One channel per
+//!   subscription (with `basic.qos`), one non-exclusive consumer per stream with manual acks,
+//!   starting at `next` the first time a [`RabbitBus`] reads the stream and, after that, right
+//!   after the last delivery it acknowledged there (the `x-stream-offset` header): a worker
+//!   whose connection dropped gets what was published meanwhile, within the retention, and
+//!   nothing it applied again. A change in two streams of one subscription (an app and a group
+//!   that lists it) is handed on once.
 //! - **Every message is persistent and confirmed.** Publishing uses a confirm-mode channel
 //!   (`confirm.select`), `delivery_mode` 2, and returns only when the broker acked the message;
 //!   a nack or no confirm within [`RabbitConfig::publish_timeout`] is an error, so the manager

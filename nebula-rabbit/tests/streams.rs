@@ -3,46 +3,20 @@
 //!
 //! Without a broker every test prints `SKIPPED: ...` and returns; with
 //! `NEBULA_REQUIRE_BROKER=1` it fails instead. Each test publishes to an exchange of its own
-//! (`nebula-st-<random>.apps`), so its streams (`nebula.stream.<exchange>.<key>`) are its own
+//! (`nebula-it-<random>.apps`), so its streams (`nebula.stream.<exchange>.<key>`) are its own
 //! too; both are deleted at the end.
 
 use std::time::Duration;
 
 use lapin::options::{ExchangeDeleteOptions, QueueDeclareOptions, QueueDeleteOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
-use lapin::uri::{AMQPAuthority, AMQPUri};
-use lapin::{Connection, ConnectionProperties};
 use nebula_core::bus::{Bus, BusMessage, Subscription, Topic};
 use nebula_core::device_group::DeviceGroupName;
 use nebula_core::model::{App, AppName, AppSpec, RestartMode};
-use nebula_rabbit::{RabbitBus, RabbitConfig, Topology, stream_arguments, stream_name};
+use nebula_rabbit::{RabbitConfig, Topology, stream_arguments, stream_name};
 
-const BROKER: &str = "127.0.0.1:5672";
-const WITHIN: Duration = Duration::from_secs(10);
-
-/// Whether a broker answers; prints `SKIPPED` (or fails when one is required) when not.
-async fn broker_up() -> bool {
-    let up = matches!(
-        tokio::time::timeout(
-            Duration::from_secs(2),
-            tokio::net::TcpStream::connect(BROKER)
-        )
-        .await,
-        Ok(Ok(_))
-    );
-    if !up {
-        assert!(
-            std::env::var("NEBULA_REQUIRE_BROKER").as_deref() != Ok("1"),
-            "NEBULA_REQUIRE_BROKER=1 but no RabbitMQ answers on {BROKER}"
-        );
-        println!("SKIPPED: no RabbitMQ on {BROKER}; run .ci/rabbitmq.sh");
-    }
-    up
-}
-
-fn unique_prefix() -> String {
-    format!("nebula-st-{:08x}", rand::random::<u32>())
-}
+mod common;
+use common::{WITHIN, broker_up, bus, raw, unique_prefix};
 
 /// The defaults with streams, on an exchange of this test's own, with a short retention.
 fn config(prefix: &str, worker_id: Option<&str>) -> RabbitConfig {
@@ -54,10 +28,6 @@ fn config(prefix: &str, worker_id: Option<&str>) -> RabbitConfig {
         topology: Topology::Streams,
         ..RabbitConfig::default()
     }
-}
-
-fn bus(config: &RabbitConfig) -> RabbitBus {
-    RabbitBus::new(config.clone()).unwrap()
 }
 
 fn name(n: &str) -> AppName {
@@ -78,20 +48,6 @@ fn changed(app: &str, app_id: u64) -> BusMessage {
         prune_generation: 0,
         spec: AppSpec::with_image("busybox"),
     })
-}
-
-/// A plain lapin connection, for looking at and cleaning up what the bus declared.
-async fn raw() -> Connection {
-    let uri = AMQPUri {
-        authority: AMQPAuthority {
-            host: "127.0.0.1".to_owned(),
-            ..AMQPAuthority::default()
-        },
-        ..AMQPUri::default()
-    };
-    Connection::connect_uri(uri, ConnectionProperties::default())
-        .await
-        .unwrap()
 }
 
 /// Deletes the exchange of `config` and the streams of `topics` on it.

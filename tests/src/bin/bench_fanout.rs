@@ -9,6 +9,9 @@
 //!   cargo build --release --workspace --bins &&
 //!   sh -c 'ulimit -n 65536; target/release/bench_fanout 10 100 1000 5000'
 //!
+//! `BENCH_TOPOLOGY=streams` makes the simulated workers subscribe through shared streams
+//! (`NEBULA_RABBIT_TOPOLOGY=streams`) instead of one queue each.
+//!
 //! `BENCH_RABBIT_PORT` picks another broker (default 5672): a broker started with the Debian
 //! defaults holds ~830 sockets (soft `ulimit -n` 1024), too few for N = 1000 plus the raw
 //! consumers; docs/benchmarks.md shows how to start a private one with more.
@@ -42,7 +45,7 @@ use nebula_core::schedule::HostResources;
 use nebula_core::testing::FakeRuntime;
 use nebula_core::worker::{Selection, Worker, WorkerConfig};
 use nebula_http::client::{ClientAuth, HttpSource};
-use nebula_rabbit::{RabbitBus, RabbitConfig};
+use nebula_rabbit::{RabbitBus, RabbitConfig, Topology};
 use nebula_tests::{Api, free_port, unique};
 use serde_json::json;
 
@@ -55,6 +58,15 @@ fn rabbit_port() -> u16 {
         .ok()
         .and_then(|p| p.parse().ok())
         .unwrap_or(5672)
+}
+
+/// How the simulated workers subscribe: `BENCH_TOPOLOGY=streams` for shared streams per
+/// topic, anything else (or unset) for one queue per worker.
+fn topology() -> Topology {
+    match std::env::var("BENCH_TOPOLOGY").as_deref() {
+        Ok("streams") => Topology::Streams,
+        _ => Topology::Queues,
+    }
 }
 
 /// The idle time between rounds: `BENCH_PAUSE_MS`, default 5,000.
@@ -281,6 +293,7 @@ async fn spawn_host(run: &str, i: usize, app: &AppName, uri: &str) -> Result<Hos
         queue_expiry: Duration::from_secs(60),
         connect_timeout: Duration::from_secs(30),
         frame_max: frame_max(),
+        topology: topology(),
         ..RabbitConfig::default()
     };
     let bus = RabbitBus::new(config).map_err(|e| e.to_string())?;
@@ -469,7 +482,10 @@ async fn raw_floor(
         .await
         .map_err(err)?;
     let mut stream_args = FieldTable::default();
-    stream_args.insert("x-queue-type".into(), AMQPValue::LongString("stream".into()));
+    stream_args.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString("stream".into()),
+    );
     stream_args.insert("x-max-age".into(), AMQPValue::LongString("1h".into()));
     match kind {
         Floor::Stream => {
@@ -511,7 +527,10 @@ async fn raw_floor(
                 let mut consume_args = FieldTable::default();
                 let queue = match kind {
                     Floor::Stream => {
-                        consume_args.insert("x-stream-offset".into(), AMQPValue::LongString("next".into()));
+                        consume_args.insert(
+                            "x-stream-offset".into(),
+                            AMQPValue::LongString("next".into()),
+                        );
                         name.clone()
                     }
                     Floor::Transient | Floor::Durable => {
@@ -632,7 +651,9 @@ async fn floors(sizes: &[usize]) {
         profile(),
         rabbit_port()
     );
-    println!("| N | delivery | all received, per round (ms) | broker CPU per round (ms) | broker CPU per host, later rounds (us) |");
+    println!(
+        "| N | delivery | all received, per round (ms) | broker CPU per round (ms) | broker CPU per host, later rounds (us) |"
+    );
     println!("|---|---|---|---|---|");
     for &n in sizes {
         for kind in [Floor::Transient, Floor::Durable, Floor::Stream] {
@@ -687,9 +708,10 @@ async fn main() {
         args.iter().filter_map(|a| a.parse().ok()).collect()
     };
     println!(
-        "bench_fanout ({} binaries), broker on 127.0.0.1:{}, N = {sizes:?}",
+        "bench_fanout ({} binaries), broker on 127.0.0.1:{}, worker topology {}, N = {sizes:?}",
         profile(),
-        rabbit_port()
+        rabbit_port(),
+        topology()
     );
     let dir = std::env::temp_dir().join(unique("nebula-fanout-"));
     std::fs::create_dir_all(&dir).expect("temp dir");
