@@ -161,9 +161,23 @@ fn bad_configuration_lists_every_problem_and_exits_2() {
 /// With RABBIT_HOST set, a change reaches the worker at once, not at its next check-in.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rabbitmq_pushes_changes_to_the_worker_at_once() {
-    if !engine_ready("rabbitmq_pushes_changes_to_the_worker_at_once")
-        || !broker_ready("rabbitmq_pushes_changes")
-    {
+    pushes_at_once("rabbitmq_pushes_changes_to_the_worker_at_once", "queues").await;
+}
+
+/// The same with the workers on shared streams (`NEBULA_RABBIT_TOPOLOGY=streams`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rabbitmq_streams_push_changes_to_the_worker_at_once() {
+    pushes_at_once(
+        "rabbitmq_streams_push_changes_to_the_worker_at_once",
+        "streams",
+    )
+    .await;
+}
+
+/// An API manager and an APP_NAME worker on RabbitMQ with a 300 s check-in, the worker on
+/// `topology`: a create and a stop are applied within seconds.
+async fn pushes_at_once(test: &str, topology: &str) {
+    if !engine_ready(test) || !broker_ready(test) {
         return;
     }
     let dir = scratch_dir("nebula-rabbit-");
@@ -181,6 +195,7 @@ async fn rabbitmq_pushes_changes_to_the_worker_at_once() {
             ("NEBULA_MANAGER_CHECK_IN_TIME", "300"),
             ("RABBIT_HOST", "127.0.0.1"),
             ("NEBULA_WORKER_ID", &worker_id),
+            ("NEBULA_RABBIT_TOPOLOGY", topology),
         ])
         .start(dir.join("worker.log"));
     // The worker syncs at start and subscribes; give it a moment to bind its queue.
@@ -212,6 +227,17 @@ async fn rabbitmq_pushes_changes_to_the_worker_at_once() {
     })
     .await;
     drop(worker);
+    if topology == "streams" {
+        // Streams outlive their readers (retention by age); this one is the test's own.
+        let stream = format!("nebula.stream.app.{app}");
+        let deleted = std::process::Command::new("rabbitmqctl")
+            .args(["-q", "delete_queue", &stream])
+            .status();
+        assert!(
+            deleted.is_ok_and(|s| s.success()),
+            "the worker read its app's changes from {stream}"
+        );
+    }
     cleanup(&app);
     let _ = std::fs::remove_dir_all(&dir);
 }
