@@ -204,7 +204,7 @@ async fn run() -> Result<(), String> {
         })
         .collect::<Result<_, _>>()?;
 
-    let client = reqwest::Client::builder()
+    let client = nebula_http::client::client_builder(None)?
         .timeout(Duration::from_secs(10))
         .build()
         .map_err(|e| e.to_string())?;
@@ -251,7 +251,7 @@ async fn run() -> Result<(), String> {
         "waiting for {count} site containers on {host}:{site_port}..{}",
         site_port + count - 1
     );
-    let probe = reqwest::Client::builder()
+    let probe = nebula_http::client::client_builder(None)?
         .timeout(Duration::from_secs(2))
         .build()
         .map_err(|e| e.to_string())?;

@@ -326,6 +326,8 @@ pub struct WorkerManagerConfig {
     pub manager_uri: String,
     /// How to authenticate to it.
     pub manager_auth: Option<ClientAuth>,
+    /// PEM certificates trusted for https:// besides the public roots (a private CA).
+    pub manager_ca: Option<Vec<u8>>,
     /// Timeout of one request to the manager.
     pub request_timeout: Duration,
     /// Engine and worker knobs.
@@ -387,11 +389,15 @@ impl WorkerManagerConfig {
                 }
             }
         };
-        if !manager_uri.is_empty() && !manager_uri.starts_with("http://") {
+        if !manager_uri.is_empty()
+            && !manager_uri.starts_with("http://")
+            && !manager_uri.starts_with("https://")
+        {
             l.error(format!(
-                "manager address {manager_uri:?}: must start with http:// (put a TLS-terminating proxy on the worker's side for https)"
+                "manager address {manager_uri:?}: must start with http:// or https://"
             ));
         }
+        let manager_ca = manager_ca(l, "NEBULA_MANAGER_CA_FILE");
         let manager_auth = manager_auth(
             l,
             "NEBULA_MANAGER_AUTH_USER and NEBULA_MANAGER_AUTH_PASSWORD must be set together",
@@ -399,8 +405,28 @@ impl WorkerManagerConfig {
         Self {
             manager_uri,
             manager_auth,
+            manager_ca,
             request_timeout: l.seconds("nebula_manager_request_timeout", 60, 1),
             engine: EngineConfig::read(l, selection),
+        }
+    }
+}
+
+/// The PEM CA bundle of `nebula_manager_ca_file`, trusted for https:// besides the public
+/// roots; an unreadable file or one without a usable certificate is an error naming `setting`.
+pub fn manager_ca(l: &mut Layers, setting: &str) -> Option<Vec<u8>> {
+    let path = l.string("nebula_manager_ca_file")?;
+    match std::fs::read(&path) {
+        Ok(pem) => match nebula_http::client::tls_config(Some(&pem)) {
+            Ok(_) => Some(pem),
+            Err(e) => {
+                l.error(format!("{setting} {path:?}: {e}"));
+                None
+            }
+        },
+        Err(e) => {
+            l.error(format!("{setting} {path:?}: {e}"));
+            None
         }
     }
 }
@@ -600,6 +626,59 @@ mod tests {
             None,
         );
         assert_eq!(WorkerManagerConfig::read(&mut l).manager_uri, "http://m:81");
+    }
+
+    #[test]
+    fn worker_accepts_https_and_refuses_a_bad_ca_file() {
+        let mut l = Layers::new(
+            [],
+            env(&[("APP_NAME", "a"), ("NEBULA_MANAGER_URI", "https://m:8443")]),
+            None,
+        );
+        let c = WorkerManagerConfig::read(&mut l);
+        assert_eq!(l.finish(), Ok(()));
+        assert_eq!(c.manager_uri, "https://m:8443");
+        assert_eq!(c.manager_ca, None);
+        let mut l = Layers::new(
+            [],
+            env(&[
+                ("APP_NAME", "a"),
+                ("NEBULA_MANAGER_PROTOCOL", "https"),
+                ("NEBULA_MANAGER_HOST", "m"),
+                ("NEBULA_MANAGER_PORT", "443"),
+            ]),
+            None,
+        );
+        let c = WorkerManagerConfig::read(&mut l);
+        assert_eq!(l.finish(), Ok(()));
+        assert_eq!(c.manager_uri, "https://m:443");
+
+        let mut l = Layers::new(
+            [],
+            env(&[("APP_NAME", "a"), ("NEBULA_MANAGER_URI", "ftp://m")]),
+            None,
+        );
+        WorkerManagerConfig::read(&mut l);
+        assert!(l.finish().unwrap_err().to_string().contains("https://"));
+
+        let garbage = std::env::temp_dir().join(format!("nebula-ca-{}.pem", std::process::id()));
+        std::fs::write(&garbage, "not a certificate\n").unwrap();
+        for path in [garbage.to_str().unwrap(), "/nonexistent/nebula-ca.pem"] {
+            let mut l = Layers::new(
+                [],
+                env(&[
+                    ("APP_NAME", "a"),
+                    ("NEBULA_MANAGER_URI", "https://m"),
+                    ("NEBULA_MANAGER_CA_FILE", path),
+                ]),
+                None,
+            );
+            WorkerManagerConfig::read(&mut l);
+            let text = l.finish().unwrap_err().to_string();
+            assert!(text.contains("NEBULA_MANAGER_CA_FILE"), "{text}");
+            assert!(text.contains(path), "{text}");
+        }
+        std::fs::remove_file(&garbage).unwrap();
     }
 
     #[test]

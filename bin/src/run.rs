@@ -270,10 +270,11 @@ pub async fn worker_manager(
     transport: ReportTransport,
 ) -> anyhow::Result<()> {
     let runtime = docker(&config.engine).await?;
-    let source = HttpSource::new(
+    let source = HttpSource::with_ca(
         &config.manager_uri,
         config.manager_auth.clone(),
         config.request_timeout,
+        config.manager_ca.as_deref(),
     )?;
     match source.status().await {
         Ok(()) => tracing::info!(manager = %config.manager_uri, "manager answers"),

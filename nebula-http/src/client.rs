@@ -55,6 +55,46 @@ struct LastInfo {
     info: DeviceGroupInfo,
 }
 
+/// The TLS settings of the clients that call a manager: rustls with the ring provider,
+/// trusting the webpki roots plus the PEM certificates of `extra_ca_pem`.
+///
+/// # Errors
+/// When `extra_ca_pem` is not PEM, holds no certificate or a certificate rustls refuses.
+pub fn tls_config(extra_ca_pem: Option<&[u8]>) -> Result<rustls::ClientConfig, String> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    if let Some(pem) = extra_ca_pem {
+        let mut added = 0usize;
+        for cert in CertificateDer::pem_slice_iter(pem) {
+            let cert = cert.map_err(|e| format!("not a PEM certificate bundle ({e})"))?;
+            roots
+                .add(cert)
+                .map_err(|e| format!("certificate refused ({e})"))?;
+            added += 1;
+        }
+        if added == 0 {
+            return Err("no PEM certificate in it".to_owned());
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS versions: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
+
+/// A `reqwest` client builder speaking http:// and https:// (see [`tls_config`]).
+///
+/// # Errors
+/// As [`tls_config`].
+pub fn client_builder(extra_ca_pem: Option<&[u8]>) -> Result<reqwest::ClientBuilder, String> {
+    Ok(reqwest::Client::builder().tls_backend_preconfigured(tls_config(extra_ca_pem)?))
+}
+
 impl HttpSource {
     /// A source for the manager at `base` (`http://host:port[/prefix]`).
     ///
@@ -65,7 +105,22 @@ impl HttpSource {
         auth: Option<ClientAuth>,
         timeout: Duration,
     ) -> Result<Self, SourceError> {
-        let client = reqwest::Client::builder()
+        Self::with_ca(base, auth, timeout, None)
+    }
+
+    /// A source for the manager at `base` (`http://` or `https://host:port[/prefix]`),
+    /// trusting the public roots plus the PEM certificates of `extra_ca_pem` (a private CA).
+    ///
+    /// # Errors
+    /// When the HTTP client cannot be built or `extra_ca_pem` holds no usable certificate.
+    pub fn with_ca(
+        base: &str,
+        auth: Option<ClientAuth>,
+        timeout: Duration,
+        extra_ca_pem: Option<&[u8]>,
+    ) -> Result<Self, SourceError> {
+        let client = client_builder(extra_ca_pem)
+            .map_err(SourceError::Unavailable)?
             .timeout(timeout)
             .build()
             .map_err(|e| SourceError::Unavailable(e.to_string()))?;

@@ -209,10 +209,11 @@ impl Api {
     /// A client for `http://127.0.0.1:<port>`.
     #[must_use]
     pub fn new(port: u16, user: &str, password: &str) -> Self {
-        let client = reqwest::Client::builder()
+        let client = nebula_http::client::client_builder(None)
+            .expect("the TLS settings")
             .timeout(Duration::from_secs(30))
             .build()
-            .unwrap_or_default();
+            .expect("an HTTP client");
         Self {
             base: format!("http://127.0.0.1:{port}"),
             user: user.into(),
@@ -429,7 +430,8 @@ pub fn image_id(reference: &str) -> String {
 
 /// GET `http://127.0.0.1:<port>/` with a short timeout.
 pub async fn http_get(port: u16) -> Option<String> {
-    let client = reqwest::Client::builder()
+    let client = nebula_http::client::client_builder(None)
+        .ok()?
         .timeout(Duration::from_secs(2))
         .build()
         .ok()?;

@@ -106,6 +106,7 @@ pub enum Outcome {
 pub async fn send(
     base: &Url,
     auth: Option<&ClientAuth>,
+    ca: Option<&[u8]>,
     timeout: Duration,
     req: &Request,
 ) -> Outcome {
@@ -113,7 +114,11 @@ pub async fn send(
         Ok(u) => u,
         Err(e) => return Outcome::Unreachable(e),
     };
-    let client = match reqwest::Client::builder()
+    let builder = match nebula_http::client::client_builder(ca) {
+        Ok(b) => b,
+        Err(e) => return Outcome::Unreachable(format!("TLS: {e}")),
+    };
+    let client = match builder
         .timeout(timeout)
         .connect_timeout(timeout.min(Duration::from_secs(10)))
         .build()

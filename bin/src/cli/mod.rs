@@ -48,6 +48,10 @@ pub struct ClientOpts {
     /// Bearer token, instead of user and password [env: NEBULA_MANAGER_AUTH_TOKEN].
     #[arg(long, global = true)]
     pub token: Option<String>,
+    /// PEM CA bundle trusted for an https:// manager besides the public roots (a private CA)
+    /// [env: NEBULA_MANAGER_CA_FILE].
+    #[arg(long, global = true, value_name = "PATH")]
+    pub ca_file: Option<String>,
     /// json: the manager's reply, pretty-printed; table: aligned columns, objects as KEY VALUE
     /// rows [env: NEBULA_OUTPUT] [default: tables for lists, JSON for objects].
     #[arg(long, global = true, value_parser = ["json", "table", "auto"])]
@@ -229,6 +233,8 @@ pub struct Settings {
     pub manager: Url,
     /// Credentials, if any.
     pub auth: Option<ClientAuth>,
+    /// PEM certificates trusted for https:// besides the public roots.
+    pub ca: Option<Vec<u8>>,
     /// Timeout of the request.
     pub timeout: Duration,
     /// Output format.
@@ -242,18 +248,10 @@ impl Settings {
             .string("nebula_manager_uri")
             .unwrap_or_else(|| DEFAULT_MANAGER_URI.to_owned());
         let manager = match Url::parse(&raw) {
-            Ok(u) if u.scheme() == "http" && u.has_host() => u,
-            Ok(u) if u.scheme() == "https" => {
-                l.error(format!(
-                    "manager address {}: https is not supported by this build; use http:// \
-                     (behind a TLS-terminating proxy on the client's side)",
-                    http::shown(&u)
-                ));
-                Url::parse(DEFAULT_MANAGER_URI).expect("the default address parses")
-            }
+            Ok(u) if matches!(u.scheme(), "http" | "https") && u.has_host() => u,
             Ok(u) => {
                 l.error(format!(
-                    "manager address {}: must be http://host[:port]",
+                    "manager address {}: must be http://host[:port] or https://host[:port]",
                     http::shown(&u)
                 ));
                 Url::parse(DEFAULT_MANAGER_URI).expect("the default address parses")
@@ -269,9 +267,11 @@ impl Settings {
             "--user and --password (NEBULA_MANAGER_AUTH_USER and \
              NEBULA_MANAGER_AUTH_PASSWORD) must be given together",
         );
+        let ca = config::manager_ca(l, "--ca-file (NEBULA_MANAGER_CA_FILE)");
         Self {
             manager,
             auth,
+            ca,
             timeout: l.seconds("nebula_manager_request_timeout", 60, 1),
             format: l.parse("nebula_output", Format::Auto),
         }
@@ -287,6 +287,7 @@ pub fn layers(opts: &ClientOpts, env: impl IntoIterator<Item = (String, String)>
             ("nebula_manager_auth_user", opts.user.clone()),
             ("nebula_manager_auth_password", opts.password.clone()),
             ("nebula_manager_auth_token", opts.token.clone()),
+            ("nebula_manager_ca_file", opts.ca_file.clone()),
             ("nebula_manager_request_timeout", opts.timeout.clone()),
             ("nebula_output", opts.output.clone()),
         ],
@@ -324,6 +325,7 @@ pub fn run(command: &Command) -> ExitCode {
     let outcome = runtime.block_on(http::send(
         &settings.manager,
         settings.auth.as_ref(),
+        settings.ca.as_deref(),
         settings.timeout,
         &request,
     ));
@@ -608,7 +610,31 @@ mod tests {
         .unwrap_err();
         assert_eq!(errors.len(), 3, "{errors:?}");
         assert!(errors.iter().all(|e| !e.contains("hunter2")), "{errors:?}");
-        let errors = settings(&["ping", "--manager-uri", "https://h"], &[]).unwrap_err();
-        assert!(errors[0].contains("https"), "{errors:?}");
+        let errors = settings(&["ping", "--manager-uri", "ftp://h"], &[]).unwrap_err();
+        assert!(errors[0].contains("https://"), "{errors:?}");
+    }
+
+    #[test]
+    fn https_is_accepted_and_a_bad_ca_file_is_refused() {
+        let s = settings(&["ping", "--manager-uri", "https://h:8443"], &[]).unwrap();
+        assert_eq!(s.manager.as_str(), "https://h:8443/");
+        assert_eq!(s.ca, None);
+        let garbage = temp_file("not a certificate\n");
+        let errors = settings(
+            &["ping", "--ca-file", garbage.to_str().unwrap()],
+            &[("NEBULA_MANAGER_URI", "https://h")],
+        )
+        .unwrap_err();
+        assert!(
+            errors[0].contains("--ca-file (NEBULA_MANAGER_CA_FILE)"),
+            "{errors:?}"
+        );
+        let errors = settings(
+            &["ping"],
+            &[("NEBULA_MANAGER_CA_FILE", "/nonexistent/ca.pem")],
+        )
+        .unwrap_err();
+        assert!(errors[0].contains("NEBULA_MANAGER_CA_FILE"), "{errors:?}");
+        assert!(errors[0].contains("/nonexistent/ca.pem"), "{errors:?}");
     }
 }
