@@ -553,21 +553,34 @@ impl Bus for RabbitBus {
         };
         tracing::debug!(queue = %name, topics = topics.len(), "subscribed");
         let (tx, rx) = mpsc::channel(usize::from(self.inner.config.prefetch));
-        tokio::spawn(consume(conn, channel, consumer, tx, topics.to_vec(), name));
+        let topics = topics.to_vec();
+        let queue = name.clone();
+        tokio::spawn(pump(
+            conn,
+            channel,
+            consumer,
+            tx,
+            name,
+            "message",
+            move |d| decode_for(d, &topics, &queue),
+        ));
         Ok(Subscription::new(rx))
     }
 }
 
-/// Feeds one subscription until its consumer ends (connection or channel lost, consumer
+/// Feeds one queue subscription until its consumer ends (connection or channel lost, consumer
 /// cancelled by the broker) or its receiver is dropped; then closes the channel, which
-/// returns every unacknowledged message to the queue.
-async fn consume(
+/// returns every unacknowledged delivery to the queue. `decode` turns a delivery into what
+/// the subscriber gets, or says (in the log: never the body, which may hold secrets) why it
+/// is skipped; a skipped delivery is acked. `what` names the deliveries in logs and errors.
+pub(crate) async fn pump<M: Send + 'static>(
     conn: Arc<Connection>,
     channel: Channel,
     mut consumer: lapin::Consumer,
-    tx: mpsc::Sender<Delivery>,
-    topics: Vec<Topic>,
+    tx: mpsc::Sender<Delivery<M>>,
     queue: String,
+    what: &'static str,
+    decode: impl Fn(&lapin::message::Delivery) -> Option<M> + Send,
 ) {
     loop {
         let next = tokio::select! {
@@ -577,72 +590,92 @@ async fn consume(
         let delivery = match next {
             Some(Ok(delivery)) => delivery,
             Some(Err(e)) => {
-                tracing::warn!(%queue, error = %describe(&e), "bus subscription lost");
+                tracing::warn!(%queue, error = %describe(&e), "{what} subscription lost");
                 break;
             }
             None => {
-                tracing::warn!(%queue, "bus subscription cancelled by the broker");
+                tracing::warn!(%queue, "{what} subscription cancelled by the broker");
                 break;
             }
         };
-        let routing_key = delivery.routing_key.as_str().to_owned();
-        // The body may hold secrets (app env): never log it, only its size.
-        match wire::decode(&delivery.data) {
-            Ok(message) if message.is_for(&topics) => {
+        match decode(&delivery) {
+            Some(message) => {
                 let acker = Box::new(RabbitAcker {
                     acker: delivery.acker,
+                    what,
                 });
                 if tx.send(Delivery::new(message, Some(acker))).await.is_err() {
                     break;
                 }
             }
-            Ok(message) => {
-                let about = message.topics().swap_remove(0);
-                tracing::warn!(%queue, %routing_key, %about, "skipping a message this subscription did not select");
-                ack_skipped(&delivery.acker, &queue).await;
-            }
-            Err(e) => {
-                tracing::warn!(%queue, %routing_key, bytes = delivery.data.len(), error = %e, "skipping an undecodable message");
-                ack_skipped(&delivery.acker, &queue).await;
+            None => {
+                if let Err(e) = delivery.acker.ack(BasicAckOptions::default()).await {
+                    tracing::warn!(%queue, error = %describe(&e), "ack of a skipped {what} failed");
+                }
             }
         }
     }
     drop(consumer);
     if channel.status().connected()
         && let Err(e) = channel
-            .close(200, ShortString::from("subscription ended"))
+            .close(200, ShortString::from(format!("{what} subscription ended")))
             .await
     {
-        tracing::debug!(%queue, error = %e, "closing the subscription channel");
+        tracing::debug!(%queue, error = %e, "closing the {what} subscription channel");
     }
     drop(conn);
 }
 
-async fn ack_skipped(acker: &lapin::Acker, queue: &str) {
-    if let Err(e) = acker.ack(BasicAckOptions::default()).await {
-        tracing::warn!(%queue, error = %describe(&e), "ack of a skipped message failed");
+/// A bus message for a subscription to `topics`, or `None` (logged) when it is not one.
+fn decode_for(
+    delivery: &lapin::message::Delivery,
+    topics: &[Topic],
+    queue: &str,
+) -> Option<BusMessage> {
+    let routing_key = delivery.routing_key.as_str();
+    // The body may hold secrets (app env): never log it, only its size.
+    match wire::decode(&delivery.data) {
+        Ok(message) if message.is_for(topics) => Some(message),
+        Ok(message) => {
+            let about = message.topics().swap_remove(0);
+            tracing::warn!(%queue, %routing_key, %about, "skipping a message this subscription did not select");
+            None
+        }
+        Err(e) => {
+            tracing::warn!(%queue, %routing_key, bytes = delivery.data.len(), error = %e, "skipping an undecodable message");
+            None
+        }
+    }
+}
+
+/// Acks one delivery on its channel; `what` ("message", "report") names it in the error.
+///
+/// # Errors
+/// [`BusError::Unavailable`] when the channel closed first or the ack could not be sent (the
+/// delivery will come again).
+pub(crate) async fn ack_delivery(acker: &lapin::Acker, what: &str) -> Result<(), BusError> {
+    match acker.ack(BasicAckOptions::default()).await {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(BusError::Unavailable(format!(
+            "RabbitMQ: the subscription's channel closed before the ack; the {what} will be delivered again"
+        ))),
+        Err(e) => Err(BusError::Unavailable(format!(
+            "RabbitMQ: ack failed, the {what} will be delivered again: {}",
+            describe(&e)
+        ))),
     }
 }
 
 /// Acknowledges one delivery on its channel.
 struct RabbitAcker {
     acker: lapin::Acker,
+    what: &'static str,
 }
 
 #[async_trait]
 impl nebula_core::bus::Acker for RabbitAcker {
     async fn ack(self: Box<Self>) -> Result<(), BusError> {
-        match self.acker.ack(BasicAckOptions::default()).await {
-            Ok(true) => Ok(()),
-            Ok(false) => Err(BusError::Unavailable(
-                "RabbitMQ: the subscription's channel closed before the ack; the message will be delivered again"
-                    .to_owned(),
-            )),
-            Err(e) => Err(BusError::Unavailable(format!(
-                "RabbitMQ: ack failed, the message will be delivered again: {}",
-                describe(&e)
-            ))),
-        }
+        ack_delivery(&self.acker, self.what).await
     }
 }
 

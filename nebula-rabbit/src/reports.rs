@@ -28,21 +28,18 @@
 //! - Bodies are never logged (a report lists the host's containers and images); an
 //!   undecodable body is acked, logged by its size, and skipped.
 
-use std::sync::Arc;
-
 use async_trait::async_trait;
-use futures::StreamExt;
 use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
-    ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+    BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
+    ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
-use lapin::{BasicProperties, Channel, Connection, ExchangeKind};
-use nebula_core::bus::{Acker, BusError, Delivery, ReportBus, Subscription};
+use lapin::{BasicProperties, Channel, ExchangeKind};
+use nebula_core::bus::{BusError, ReportBus, Subscription};
 use nebula_core::report::WorkerReport;
 use tokio::sync::{Mutex, mpsc};
 
-use crate::bus::{RabbitBus, describe, short};
+use crate::bus::{RabbitBus, describe, pump, short};
 use crate::config::RabbitConfig;
 use crate::wire;
 
@@ -279,84 +276,23 @@ impl ReportBus for RabbitBus {
             })?;
         tracing::debug!(queue = %c.report_queue, "subscribed to reports");
         let (tx, rx) = mpsc::channel(usize::from(c.prefetch));
-        tokio::spawn(consume(conn, channel, consumer, tx, c.report_queue.clone()));
+        let queue = c.report_queue.clone();
+        tokio::spawn(pump(
+            conn,
+            channel,
+            consumer,
+            tx,
+            queue.clone(),
+            "report",
+            move |d| {
+                // A report lists the host's containers and images: never log the body, only its size.
+                wire::decode_report(&d.data)
+                .inspect_err(|e| {
+                    tracing::warn!(%queue, bytes = d.data.len(), error = %e, "skipping an undecodable report");
+                })
+                .ok()
+            },
+        ));
         Ok(Subscription::new(rx))
-    }
-}
-
-/// Feeds one report subscription until its consumer ends (connection or channel lost,
-/// consumer cancelled by the broker) or its receiver is dropped; then closes the channel,
-/// which returns every unacknowledged report to the queue.
-async fn consume(
-    conn: Arc<Connection>,
-    channel: Channel,
-    mut consumer: lapin::Consumer,
-    tx: mpsc::Sender<Delivery<WorkerReport>>,
-    queue: String,
-) {
-    loop {
-        let next = tokio::select! {
-            () = tx.closed() => break,
-            next = consumer.next() => next,
-        };
-        let delivery = match next {
-            Some(Ok(delivery)) => delivery,
-            Some(Err(e)) => {
-                tracing::warn!(%queue, error = %describe(&e), "report subscription lost");
-                break;
-            }
-            None => {
-                tracing::warn!(%queue, "report subscription cancelled by the broker");
-                break;
-            }
-        };
-        // A report lists the host's containers and images: never log the body, only its size.
-        match wire::decode_report(&delivery.data) {
-            Ok(report) => {
-                let acker = Box::new(ReportAcker {
-                    acker: delivery.acker,
-                });
-                if tx.send(Delivery::new(report, Some(acker))).await.is_err() {
-                    break;
-                }
-            }
-            Err(e) => {
-                tracing::warn!(%queue, bytes = delivery.data.len(), error = %e, "skipping an undecodable report");
-                if let Err(e) = delivery.acker.ack(BasicAckOptions::default()).await {
-                    tracing::warn!(%queue, error = %describe(&e), "ack of a skipped report failed");
-                }
-            }
-        }
-    }
-    drop(consumer);
-    if channel.status().connected()
-        && let Err(e) = channel
-            .close(200, ShortString::from("report subscription ended"))
-            .await
-    {
-        tracing::debug!(%queue, error = %e, "closing the report subscription channel");
-    }
-    drop(conn);
-}
-
-/// Acknowledges one report delivery on its channel.
-struct ReportAcker {
-    acker: lapin::Acker,
-}
-
-#[async_trait]
-impl Acker for ReportAcker {
-    async fn ack(self: Box<Self>) -> Result<(), BusError> {
-        match self.acker.ack(BasicAckOptions::default()).await {
-            Ok(true) => Ok(()),
-            Ok(false) => Err(BusError::Unavailable(
-                "RabbitMQ: the report subscription's channel closed before the ack; the report will be delivered again"
-                    .to_owned(),
-            )),
-            Err(e) => Err(BusError::Unavailable(format!(
-                "RabbitMQ: ack of a report failed, it will be delivered again: {}",
-                describe(&e)
-            ))),
-        }
     }
 }

@@ -41,7 +41,7 @@ use nebula_core::bus::{BusError, BusMessage, Delivery, Subscription, Topic};
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
-use crate::bus::{RabbitBus, describe, short};
+use crate::bus::{RabbitBus, ack_delivery, describe, short};
 use crate::config::{DEFAULT_EXCHANGE, RabbitConfig};
 use crate::wire;
 
@@ -519,20 +519,9 @@ struct StreamAcker {
 #[async_trait]
 impl nebula_core::bus::Acker for StreamAcker {
     async fn ack(self: Box<Self>) -> Result<(), BusError> {
-        match self.acker.ack(BasicAckOptions::default()).await {
-            Ok(true) => {
-                self.track.done(self.offset);
-                Ok(())
-            }
-            Ok(false) => Err(BusError::Unavailable(
-                "RabbitMQ: the subscription's channel closed before the ack; the message will be delivered again"
-                    .to_owned(),
-            )),
-            Err(e) => Err(BusError::Unavailable(format!(
-                "RabbitMQ: ack failed, the message will be delivered again: {}",
-                describe(&e)
-            ))),
-        }
+        ack_delivery(&self.acker, "message").await?;
+        self.track.done(self.offset);
+        Ok(())
     }
 }
 
