@@ -13,13 +13,13 @@ use lapin::options::{
 };
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Connection};
-use nebula_core::bus::{Bus, BusError, BusMessage, Subscription, Topic};
+use nebula_core::bus::{Bus, BusError, BusMessage, Topic};
 use nebula_core::device_group::DeviceGroupName;
 use nebula_core::model::{App, AppName, AppSpec, RestartMode};
 use nebula_rabbit::{RabbitConfig, wire};
 
 mod common;
-use common::{WITHIN, broker_up, bus, raw, unique_prefix};
+use common::{WITHIN, broker_up, bus, next, nothing_more, raw, unique_prefix};
 
 /// The defaults, on an exchange of this test's own, with short-lived worker queues.
 fn config(prefix: &str, worker_id: Option<&str>) -> RabbitConfig {
@@ -146,18 +146,6 @@ async fn delete_exchange(exchange: &str) {
             ExchangeDeleteOptions::default(),
         )
         .await;
-}
-
-async fn next(sub: &mut Subscription) -> nebula_core::bus::Delivery {
-    tokio::time::timeout(WITHIN, sub.next())
-        .await
-        .expect("a delivery in time")
-        .expect("the subscription is open")
-}
-
-async fn nothing_more(sub: &mut Subscription) {
-    let extra = tokio::time::timeout(Duration::from_millis(500), sub.next()).await;
-    assert!(extra.is_err(), "no further delivery: {extra:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -13,12 +13,12 @@ use lapin::options::{
     BasicPublishOptions, ExchangeDeleteOptions, QueueDeclareOptions, QueueDeleteOptions,
 };
 use lapin::types::{FieldTable, ShortString};
-use nebula_core::bus::{Delivery, ReportBus, Subscription};
+use nebula_core::bus::ReportBus;
 use nebula_core::report::WorkerReport;
 use nebula_rabbit::{RabbitConfig, wire};
 
 mod common;
-use common::{WITHIN, broker_up, bus, raw, unique_prefix};
+use common::{WITHIN, broker_up, bus, next, nothing_more, raw, unique_prefix};
 
 /// The defaults, with exchanges and a report queue of this test's own.
 fn config(prefix: &str) -> RabbitConfig {
@@ -83,18 +83,6 @@ async fn clean(config: &RabbitConfig) {
             )
             .await;
     }
-}
-
-async fn next(sub: &mut Subscription<WorkerReport>) -> Delivery<WorkerReport> {
-    tokio::time::timeout(WITHIN, sub.next())
-        .await
-        .expect("a report in time")
-        .expect("the subscription is open")
-}
-
-async fn nothing_more(sub: &mut Subscription<WorkerReport>) {
-    let extra = tokio::time::timeout(Duration::from_millis(500), sub.next()).await;
-    assert!(extra.is_err(), "no further report: {extra:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

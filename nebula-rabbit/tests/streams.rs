@@ -10,13 +10,13 @@ use std::time::Duration;
 
 use lapin::options::{ExchangeDeleteOptions, QueueDeclareOptions, QueueDeleteOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
-use nebula_core::bus::{Bus, BusMessage, Subscription, Topic};
+use nebula_core::bus::{Bus, BusMessage, Topic};
 use nebula_core::device_group::DeviceGroupName;
 use nebula_core::model::{App, AppName, AppSpec, RestartMode};
 use nebula_rabbit::{RabbitConfig, Topology, stream_arguments, stream_name};
 
 mod common;
-use common::{WITHIN, broker_up, bus, raw, unique_prefix};
+use common::{WITHIN, broker_up, bus, next, nothing_more, raw, unique_prefix};
 
 /// The defaults with streams, on an exchange of this test's own, with a short retention.
 fn config(prefix: &str, worker_id: Option<&str>) -> RabbitConfig {
@@ -68,18 +68,6 @@ async fn clean_up(config: &RabbitConfig, topics: &[Topic]) {
             ExchangeDeleteOptions::default(),
         )
         .await;
-}
-
-async fn next(sub: &mut Subscription) -> nebula_core::bus::Delivery {
-    tokio::time::timeout(WITHIN, sub.next())
-        .await
-        .expect("a delivery in time")
-        .expect("the subscription is open")
-}
-
-async fn nothing_more(sub: &mut Subscription) {
-    let extra = tokio::time::timeout(Duration::from_millis(500), sub.next()).await;
-    assert!(extra.is_err(), "no further delivery: {extra:?}");
 }
 
 /// Every topic the contract suite subscribes to with `prefix`, for the clean-up.

@@ -1,11 +1,12 @@
 //! What the tests against a real RabbitMQ on 127.0.0.1:5672 (guest/guest, as
 //! `.ci/rabbitmq.sh` starts it) share: whether the broker answers, names of a test's own, a
-//! bus on a test's settings, and a plain lapin connection beside it.
+//! bus on a test's settings, a plain lapin connection beside it, and waiting for deliveries.
 
 use std::time::Duration;
 
 use lapin::uri::{AMQPAuthority, AMQPUri};
 use lapin::{Connection, ConnectionProperties};
+use nebula_core::bus::{Delivery, Subscription};
 use nebula_rabbit::{RabbitBus, RabbitConfig};
 
 /// Where the broker listens.
@@ -56,4 +57,18 @@ pub(crate) async fn raw() -> Connection {
     Connection::connect_uri(uri, ConnectionProperties::default())
         .await
         .unwrap()
+}
+
+/// The next delivery of `sub`, within [`WITHIN`].
+pub(crate) async fn next<M>(sub: &mut Subscription<M>) -> Delivery<M> {
+    tokio::time::timeout(WITHIN, sub.next())
+        .await
+        .expect("a delivery in time")
+        .expect("the subscription is open")
+}
+
+/// That `sub` delivers nothing more within half a second.
+pub(crate) async fn nothing_more<M: std::fmt::Debug>(sub: &mut Subscription<M>) {
+    let extra = tokio::time::timeout(Duration::from_millis(500), sub.next()).await;
+    assert!(extra.is_err(), "no further delivery: {extra:?}");
 }
