@@ -362,21 +362,7 @@ impl RabbitBus {
             .basic_qos(c.prefetch, BasicQosOptions::default())
             .await?;
         self.declare_exchange(&channel).await?;
-        let mut args = FieldTable::default();
-        args.insert(
-            ShortString::from("x-queue-type"),
-            AMQPValue::LongString(LongString::from("classic")),
-        );
-        if let Some(max) = c.max_queue_length {
-            args.insert(
-                ShortString::from("x-max-length"),
-                AMQPValue::LongLongInt(i64::from(max)),
-            );
-            args.insert(
-                ShortString::from("x-overflow"),
-                AMQPValue::LongString(LongString::from("drop-head")),
-            );
-        }
+        let mut args = queue_args("classic", c.max_queue_length);
         let name = match queue {
             Some(name) => {
                 args.insert(
@@ -566,6 +552,27 @@ impl Bus for RabbitBus {
         ));
         Ok(Subscription::new(rx))
     }
+}
+
+/// The arguments of a queue of `kind` ("classic", "quorum") holding at most `max_length`
+/// messages, the oldest dropped beyond it.
+pub(crate) fn queue_args(kind: &str, max_length: Option<u32>) -> FieldTable {
+    let mut args = FieldTable::default();
+    args.insert(
+        ShortString::from("x-queue-type"),
+        AMQPValue::LongString(LongString::from(kind)),
+    );
+    if let Some(max) = max_length {
+        args.insert(
+            ShortString::from("x-max-length"),
+            AMQPValue::LongLongInt(i64::from(max)),
+        );
+        args.insert(
+            ShortString::from("x-overflow"),
+            AMQPValue::LongString(LongString::from("drop-head")),
+        );
+    }
+    args
 }
 
 /// Feeds one queue subscription until its consumer ends (connection or channel lost, consumer

@@ -33,13 +33,13 @@ use lapin::options::{
     BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
     ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
 };
-use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::types::{FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, ExchangeKind};
 use nebula_core::bus::{BusError, ReportBus, Subscription};
 use nebula_core::report::WorkerReport;
 use tokio::sync::{Mutex, mpsc};
 
-use crate::bus::{RabbitBus, describe, pump, short};
+use crate::bus::{RabbitBus, describe, pump, queue_args, short};
 use crate::config::RabbitConfig;
 use crate::wire;
 
@@ -73,21 +73,7 @@ async fn declare(channel: &Channel, c: &RabbitConfig) -> lapin::Result<()> {
             FieldTable::default(),
         )
         .await?;
-    let mut args = FieldTable::default();
-    args.insert(
-        ShortString::from("x-queue-type"),
-        AMQPValue::LongString(LongString::from("quorum")),
-    );
-    if let Some(max) = c.max_report_queue_length {
-        args.insert(
-            ShortString::from("x-max-length"),
-            AMQPValue::LongLongInt(i64::from(max)),
-        );
-        args.insert(
-            ShortString::from("x-overflow"),
-            AMQPValue::LongString(LongString::from("drop-head")),
-        );
-    }
+    let args = queue_args("quorum", c.max_report_queue_length);
     channel
         .queue_declare(
             short(&c.report_queue)?,
