@@ -17,7 +17,7 @@ use async_trait::async_trait;
 
 use crate::bus::{Bus, BusMessage};
 use crate::model::{
-    App, AppName, AppSpec, ContainersPer, RestartMode, RolloutPolicy, StartingPort,
+    App, AppName, AppSpec, ContainersPer, PullPolicy, RestartMode, RolloutPolicy, StartingPort,
 };
 use crate::store::{Collection, Expect, Store, StoreError, Stored};
 use crate::validate::{self, FieldError};
@@ -74,6 +74,7 @@ pub struct AppPatch {
     pub run_command: Option<Option<Vec<String>>>,
     pub entrypoint: Option<Option<Vec<String>>>,
     pub rollout: Option<RolloutPolicy>,
+    pub pull_policy: Option<PullPolicy>,
 }
 
 impl AppPatch {
@@ -103,7 +104,8 @@ impl AppPatch {
             cpu_limit,
             run_command,
             entrypoint,
-            rollout
+            rollout,
+            pull_policy
         );
     }
 }

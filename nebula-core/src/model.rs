@@ -260,6 +260,43 @@ pub struct AppSpec {
     /// Wave size and health gate of rolling restarts.
     #[serde(default)]
     pub rollout: RolloutPolicy,
+    /// When the worker pulls the image before it creates containers.
+    #[serde(default)]
+    pub pull_policy: PullPolicy,
+}
+
+/// When a worker pulls an app's image.
+///
+/// Whatever the policy, a container is created from the image the engine holds for the
+/// reference; the policy only decides whether the registry is asked first.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PullPolicy {
+    /// A change or a restart pulls first (Nebula's "deploy by re-tag"); a missing container
+    /// is re-created from the local image without asking the registry. When the pull fails
+    /// and the engine holds the image, the local image is used (and the report says so).
+    #[default]
+    Always,
+    /// Pull only when the engine does not hold the image.
+    IfMissing,
+    /// Never pull: the image must be on the host (loaded, built, or pre-pulled).
+    Never,
+}
+
+impl PullPolicy {
+    /// Every policy, as written in the API.
+    pub const NAMES: [&'static str; 3] = ["always", "if_missing", "never"];
+
+    /// The policy named `name` in the API.
+    #[must_use]
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "always" => Some(Self::Always),
+            "if_missing" => Some(Self::IfMissing),
+            "never" => Some(Self::Never),
+            _ => None,
+        }
+    }
 }
 
 fn yes() -> bool {
@@ -290,6 +327,7 @@ impl AppSpec {
             run_command: None,
             entrypoint: None,
             rollout: RolloutPolicy::default(),
+            pull_policy: PullPolicy::default(),
         }
     }
 }

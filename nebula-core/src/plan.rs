@@ -3,7 +3,9 @@
 //! # Guarantees
 //! - A container whose spec hash matches and that runs is never touched (adoption after a
 //!   worker restart falls out of this: there is no "clean slate" at boot).
-//! - Replacing because the spec changed always pulls first ([`Pull::Always`]).
+//! - Replacing because the spec changed pulls first ([`Pull::Always`]) unless the app's
+//!   `pull_policy` says otherwise; re-creating a missing container only pulls an image the
+//!   engine lacks.
 //! - In a rolling app, the number of desired slots that are down (missing, not yet healthy, or
 //!   being replaced) never grows above the wave size because of this plan.
 //! - Applying a plan and planning again, once new containers are healthy, gives no actions.
@@ -14,7 +16,7 @@ use crate::container::{
     ContainerId, ContainerSpec, ContainerState, Health, LABEL_SPEC_HASH, ObservedContainer,
     app_container,
 };
-use crate::model::App;
+use crate::model::{App, PullPolicy};
 use crate::schedule::{HostResources, container_count, slot_of};
 
 /// One step on one container.
@@ -64,6 +66,8 @@ pub enum Pull {
     IfMissing,
     /// Pull even if present: the spec changed or a restart was asked ("deploy by re-tag").
     Always,
+    /// Never pull: the app's `pull_policy` is `never`, so the image must be on the host.
+    LocalOnly,
 }
 
 /// The plan for one app on one host.
@@ -287,12 +291,12 @@ pub fn plan_app(
         plan.requeue_after_secs = Some(wait_secs.unwrap_or(min_healthy + 1).max(1));
     }
     // Only the first wave of a change pulls for sure; later waves run what it pulled.
-    plan.pull = if spec_changed && !any_current {
-        Pull::Always
-    } else if created {
-        Pull::IfMissing
-    } else {
-        Pull::Never
+    plan.pull = match app.spec.pull_policy {
+        _ if !spec_changed && !created => Pull::Never,
+        PullPolicy::Never => Pull::LocalOnly,
+        PullPolicy::IfMissing => Pull::IfMissing,
+        PullPolicy::Always if spec_changed && !any_current => Pull::Always,
+        PullPolicy::Always => Pull::IfMissing,
     };
     if plan.pull != Pull::Never {
         plan.image = specs.first().map(|s| s.image.clone());

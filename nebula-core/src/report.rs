@@ -136,8 +136,39 @@ pub struct ConfigSummary {
     pub incarnation: Option<u64>,
 }
 
+/// Why the registry did not serve a pull.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PullFailure {
+    /// The registry could not be reached (name resolution, connection, timeout, 5xx).
+    Unreachable,
+    /// The registry answered no (unknown manifest, denied, unauthorized), or the engine did.
+    Refused,
+}
+
+/// The longest pull error a report carries, in bytes.
+pub const MAX_PULL_ERROR_LEN: usize = 512;
+
+/// A change an app's worker applied with the image the engine already held, because the pull
+/// its `pull_policy` asked for failed. The next change or restart pulls again.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PullFallback {
+    /// The image reference.
+    pub image: String,
+    /// The id of the local image the containers were created from.
+    pub image_id: String,
+    /// Why the pull failed.
+    pub failure: PullFailure,
+    /// The engine's error, at most [`MAX_PULL_ERROR_LEN`] bytes.
+    pub error: String,
+    /// The app version the fallback happened for.
+    pub app_id: u64,
+    /// When, unix seconds.
+    pub at: u64,
+}
+
 /// Whether one app on the host matches the version the worker holds.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AppStatus {
     /// The version held.
     pub app_id: u64,
@@ -152,6 +183,9 @@ pub struct AppStatus {
     /// The host matches the version: exactly the desired containers, each of the current spec,
     /// running, and healthy or without a HEALTHCHECK.
     pub converged: bool,
+    /// Set when the host runs this version from a local image because its pull failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pull_fallback: Option<PullFallback>,
 }
 
 /// What a worker reports at check-in.
@@ -567,6 +601,7 @@ pub fn app_status(app: &App, host: HostResources, containers: &[&ObservedContain
         running_containers: u32::try_from(containers.iter().filter(|c| running(c)).count())
             .unwrap_or(u32::MAX),
         converged,
+        pull_fallback: None,
     }
 }
 

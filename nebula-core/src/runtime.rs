@@ -43,6 +43,10 @@ pub enum RuntimeError {
     /// The engine refused the call (bad spec, port in use, pull denied, ...).
     #[error("engine refused: {0}")]
     Refused(String),
+    /// A pull failed because the image's registry cannot be reached now (name resolution,
+    /// connection, timeout, or a 5xx answer); retrying later may work.
+    #[error("registry unreachable: {0}")]
+    RegistryUnreachable(String),
 }
 
 /// One host's container engine.
@@ -70,7 +74,11 @@ pub trait Runtime: Send + Sync + 'static {
     /// Pulls an image.
     async fn pull(&self, image: &str, auth: Option<&RegistryAuth>) -> Result<(), RuntimeError>;
     /// Whether the engine holds an image.
-    async fn has_image(&self, image: &str) -> Result<bool, RuntimeError>;
+    async fn has_image(&self, image: &str) -> Result<bool, RuntimeError> {
+        Ok(self.image_id(image).await?.is_some())
+    }
+    /// The id (`sha256:...`) of the image the engine holds for a reference, if it holds one.
+    async fn image_id(&self, image: &str) -> Result<Option<String>, RuntimeError>;
     /// Removes every image no container uses; returns how many were removed.
     async fn prune_images(&self) -> Result<u64, RuntimeError>;
 }

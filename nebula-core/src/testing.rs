@@ -9,5 +9,5 @@ mod fake_runtime;
 mod memory_store;
 
 pub use crate::bus::InProcessBus as InMemoryBus;
-pub use fake_runtime::{Call, FakeRuntime};
+pub use fake_runtime::{Call, FakeRuntime, fake_image_id};
 pub use memory_store::InMemoryStore;

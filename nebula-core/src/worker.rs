@@ -40,11 +40,13 @@ use crate::container::{
 };
 use crate::device_group::{DeviceGroupInfo, DeviceGroupName};
 use crate::model::{App, AppName};
-use crate::plan::{Action, AppPlan, Pull, plan_app, plan_removal};
+use crate::plan::{Action, AppPlan, plan_app, plan_removal};
+use crate::report::PullFallback;
 use crate::runtime::{RegistryAuth, Runtime, RuntimeError};
 use crate::schedule::HostResources;
 
 pub mod cron;
+mod pull;
 
 /// Which apps this worker runs.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -200,6 +202,8 @@ pub struct Worker {
     reporter: Option<report::Reporter>,
     /// A changed app may not replace containers before this instant (restart wait).
     hold_until: BTreeMap<AppName, Instant>,
+    /// Apps whose current version runs from a local image because its pull failed.
+    pull_fallbacks: BTreeMap<AppName, PullFallback>,
     pruned: BTreeMap<AppName, u64>,
     /// [`Selection::DeviceGroup`]: the group as last applied.
     group: Option<HeldGroup>,
@@ -259,6 +263,7 @@ impl Worker {
             host: None,
             reporter: None,
             hold_until: BTreeMap::new(),
+            pull_fallbacks: BTreeMap::new(),
             pruned: BTreeMap::new(),
             group: None,
             group_deleted: None,
@@ -637,7 +642,7 @@ impl Worker {
         let mut prune = false;
         for (name, app) in &self.desired {
             let containers = by_app.remove(name.as_str()).unwrap_or_default();
-            let plan = plan_app(app, host, &containers, now);
+            let mut plan = plan_app(app, host, &containers, now);
             for p in &plan.problems {
                 outcome.errors.push(p.clone());
             }
@@ -649,6 +654,12 @@ impl Worker {
                 if until > instant && replaces {
                     tracing::info!(app = %name, wait_ms = (until - instant).as_millis(), "restart wait before replacing containers");
                     requeue = Some(requeue.map_or(until - instant, |r| r.min(until - instant)));
+                    // Only replacements wait: a missing container comes back at once.
+                    plan.actions
+                        .retain(|a| !matches!(a, Action::Replace { .. }));
+                    if !plan.is_empty() {
+                        plans.push((name.to_string(), plan));
+                    }
                     continue;
                 }
                 self.hold_until.remove(name);
@@ -702,17 +713,22 @@ impl Worker {
         if !plans.is_empty() {
             let sem = Semaphore::new(self.config.parallelism.max(1));
             let (rt, config, sem) = (&*self.runtime, &self.config, &sem);
-            let results =
-                join_all(plans.iter().map(|(name, plan)| async move {
-                    (name, execute(rt, plan, config, sem).await)
-                }))
-                .await;
-            for (name, (done, errors)) in results {
-                outcome.done += done;
-                for e in errors {
+            let desired = &self.desired;
+            let results = join_all(plans.iter().map(|(name, plan)| async move {
+                let app_id = AppName::parse(name)
+                    .ok()
+                    .and_then(|n| desired.get(&n))
+                    .map_or(0, |a| a.app_id);
+                (name, execute(rt, plan, app_id, config, sem).await)
+            }))
+            .await;
+            for (name, executed) in results {
+                outcome.done += executed.done;
+                for e in executed.errors {
                     tracing::warn!(app = %name, error = %e, "reconcile step failed");
                     outcome.errors.push(format!("{name}: {e}"));
                 }
+                self.note_pull(name, executed.fallback, executed.pulled);
             }
         }
         if std::mem::take(&mut self.group_prune_due) {
@@ -732,6 +748,38 @@ impl Worker {
             );
         }
         outcome
+    }
+
+    /// Keeps the pull fallback of an app for its reports, warning once per change.
+    fn note_pull(&mut self, name: &str, fallback: Option<PullFallback>, pulled: bool) {
+        let Ok(name) = AppName::parse(name) else {
+            return;
+        };
+        match fallback {
+            Some(f) => {
+                let known = self
+                    .pull_fallbacks
+                    .get(&name)
+                    .is_some_and(|old| old.app_id == f.app_id && old.image == f.image);
+                if known {
+                    tracing::debug!(app = %name, image = %f.image, error = %f.error, "pull failed again; using the local image");
+                } else {
+                    tracing::warn!(
+                        app = %name,
+                        image = %f.image,
+                        image_id = %f.image_id,
+                        failure = ?f.failure,
+                        error = %f.error,
+                        "pull failed; running the image the engine holds (the next change or restart pulls again)"
+                    );
+                }
+                self.pull_fallbacks.insert(name, f);
+            }
+            None if pulled => {
+                self.pull_fallbacks.remove(&name);
+            }
+            None => {}
+        }
     }
 
     /// Runs until `shutdown` completes: sync at start and every check-in, follow the bus,
@@ -858,37 +906,39 @@ async fn next_delivery(sub: Option<&mut Subscription>) -> Option<Delivery> {
     }
 }
 
-/// Executes one app's plan: pull first (a failed pull touches nothing), then every action,
-/// at most `sem` at once. Returns the number of actions done and the errors.
+/// What executing one app's plan did.
+#[derive(Debug, Default)]
+struct Executed {
+    done: usize,
+    errors: Vec<String>,
+    /// The pull failed and the local image was used.
+    fallback: Option<PullFallback>,
+    /// The registry served the plan's pull: an earlier fallback is over.
+    pulled: bool,
+}
+
+/// Executes one app's plan: the pull step first (without an image, the actions that need one
+/// are dropped and running containers stay), then every action, at most `sem` at once.
 async fn execute(
     rt: &dyn Runtime,
     plan: &AppPlan,
+    app_id: u64,
     config: &WorkerConfig,
     sem: &Semaphore,
-) -> (usize, Vec<String>) {
-    if let Some(image) = &plan.image {
-        let pull = match plan.pull {
-            Pull::Always => true,
-            Pull::IfMissing => !rt.has_image(image).await.unwrap_or(false),
-            Pull::Never => false,
-        };
-        if pull {
-            tracing::info!(%image, "pulling");
-            if let Err(e) = rt.pull(image, config.registry_auth.as_ref()).await {
-                let present = rt.has_image(image).await.unwrap_or(false);
-                let replaces = plan
-                    .actions
-                    .iter()
-                    .any(|a| matches!(a, Action::Replace { .. }));
-                if !present || (plan.pull == Pull::Always && replaces) {
-                    return (0, vec![format!("pull {image}: {e}; nothing changed")]);
-                }
-                tracing::warn!(%image, error = %e, "pull failed; using the local copy");
-            }
+) -> Executed {
+    let mut executed = Executed::default();
+    let mut actions: Vec<&Action> = plan.actions.iter().collect();
+    match pull::prepare(rt, plan, config.registry_auth.as_ref(), app_id, unix_now()).await {
+        pull::Prepared::Ready => {}
+        pull::Prepared::Pulled => executed.pulled = true,
+        pull::Prepared::Fallback(fallback) => executed.fallback = Some(fallback),
+        pull::Prepared::Missing(why) => {
+            actions.retain(|a| !pull::needs_image(a));
+            executed.errors.push(why);
         }
     }
     let grace = config.stop_grace;
-    let results = join_all(plan.actions.iter().map(|action| async move {
+    let results = join_all(actions.into_iter().map(|action| async move {
         let _permit = sem.acquire().await;
         tracing::info!(action = %describe(action), "applying");
         let result = match action {
@@ -904,8 +954,11 @@ async fn execute(
         result.map_err(|e| format!("{}: {e}", describe(action)))
     }))
     .await;
-    let done = results.iter().filter(|r| r.is_ok()).count();
-    (done, results.into_iter().filter_map(Result::err).collect())
+    executed.done = results.iter().filter(|r| r.is_ok()).count();
+    executed
+        .errors
+        .extend(results.into_iter().filter_map(Result::err));
+    executed
 }
 
 fn owned(spec: &ContainerSpec, config: &WorkerConfig) -> ContainerSpec {

@@ -435,22 +435,22 @@ impl Runtime for DockerRuntime {
         });
         let mut progress = self.docker().create_image(Some(options), None, credentials);
         while let Some(item) = progress.next().await {
-            let info = item.map_err(map_err)?;
+            let info = item.map_err(|e| pull_failure(map_err(e)))?;
             if let Some(detail) = info.error_detail {
                 let message = detail
                     .message
                     .unwrap_or_else(|| format!("pull of {image} failed"));
-                return Err(RuntimeError::Refused(message));
+                return Err(pull_failure(RuntimeError::Refused(message)));
             }
         }
         tracing::debug!(%image, "pulled");
         Ok(())
     }
 
-    async fn has_image(&self, image: &str) -> Result<bool, RuntimeError> {
+    async fn image_id(&self, image: &str) -> Result<Option<String>, RuntimeError> {
         match self.docker().inspect_image(image).await.map_err(map_err) {
-            Ok(_) => Ok(true),
-            Err(RuntimeError::NotFound(_)) => Ok(false),
+            Ok(inspect) => Ok(Some(inspect.id.unwrap_or_default())),
+            Err(RuntimeError::NotFound(_)) => Ok(None),
             Err(e) => Err(e),
         }
     }
@@ -571,6 +571,47 @@ fn health_from_status(status: &str) -> Health {
     } else {
         Health::None
     }
+}
+
+/// What the engine says when a registry cannot be reached, as opposed to a registry that
+/// answered no (unknown manifest, denied, unauthorized): name resolution, connection and
+/// timeout failures of its HTTP client, and 5xx answers.
+const UNREACHABLE_REGISTRY: [&str; 16] = [
+    "no such host",
+    "connection refused",
+    "connection reset",
+    "network is unreachable",
+    "no route to host",
+    "i/o timeout",
+    "timeout exceeded",
+    "tls handshake timeout",
+    "server misbehaving",
+    "request canceled",
+    "unexpected eof",
+    "500 internal server error",
+    "502 bad gateway",
+    "503 service unavailable",
+    "504 gateway timeout",
+    "temporary failure in name resolution",
+];
+
+/// A failed pull as the worker needs it: [`RuntimeError::RegistryUnreachable`] when the engine
+/// could not reach the registry, the engine's own error otherwise.
+fn pull_failure(error: RuntimeError) -> RuntimeError {
+    match error {
+        RuntimeError::Refused(message) | RuntimeError::NotFound(message)
+            if registry_unreachable(&message) =>
+        {
+            RuntimeError::RegistryUnreachable(message)
+        }
+        other => other,
+    }
+}
+
+fn registry_unreachable(message: &str) -> bool {
+    let message = message.to_ascii_lowercase();
+    UNREACHABLE_REGISTRY.iter().any(|m| message.contains(m))
+        || message.contains("received unexpected http status: 5")
 }
 
 /// `from_image` and `tag` for the engine's pull: exactly one tag or digest, `latest` when the
@@ -846,6 +887,53 @@ mod tests {
             ),
             (Some("/dev/a"), Some("rw"))
         );
+    }
+
+    #[test]
+    fn pull_failures_tell_an_unreachable_registry_from_a_refusal() {
+        let unreachable = [
+            r#"Get "https://registry-1.docker.io/v2/": dial tcp: lookup registry-1.docker.io on 10.0.0.53:53: no such host"#,
+            r#"Get "http://127.0.0.1:5999/v2/": dial tcp 127.0.0.1:5999: connect: connection refused"#,
+            r#"Get "https://r.example/v2/": net/http: request canceled while waiting for connection (Client.Timeout exceeded while awaiting headers)"#,
+            r#"Get "https://r.example/v2/": dial tcp 10.1.1.1:443: i/o timeout"#,
+            "received unexpected HTTP status: 503 Service Unavailable",
+            "error parsing HTTP 500 response body: 500 Internal Server Error",
+        ];
+        for m in unreachable {
+            assert!(
+                matches!(
+                    pull_failure(RuntimeError::Refused(m.into())),
+                    RuntimeError::RegistryUnreachable(_)
+                ),
+                "{m}"
+            );
+        }
+        let refused = [
+            "manifest for 127.0.0.1:5000/nebula-test/busybox:nope not found: manifest unknown: manifest unknown",
+            "pull access denied for site, repository does not exist or may require 'docker login': denied: requested access to the resource is denied",
+            "unauthorized: authentication required",
+        ];
+        for m in refused {
+            assert!(
+                matches!(
+                    pull_failure(RuntimeError::Refused(m.into())),
+                    RuntimeError::Refused(_)
+                ),
+                "{m}"
+            );
+            assert!(
+                matches!(
+                    pull_failure(RuntimeError::NotFound(m.into())),
+                    RuntimeError::NotFound(_)
+                ),
+                "{m}"
+            );
+        }
+        // The engine itself being away is not the registry's doing.
+        assert!(matches!(
+            pull_failure(RuntimeError::Unavailable("socket gone".into())),
+            RuntimeError::Unavailable(_)
+        ));
     }
 
     #[test]

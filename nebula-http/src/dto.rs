@@ -3,27 +3,26 @@
 use std::collections::BTreeMap;
 
 use nebula_core::manager::AppPatch;
-use nebula_core::model::{AppSpec, ContainersPer, RolloutPolicy, StartingPort};
+use nebula_core::model::{AppSpec, ContainersPer, PullPolicy, RolloutPolicy, StartingPort};
 use nebula_core::validate::{self, FieldError};
 use serde_json::{Map, Value};
 
 use crate::error::ApiError;
 
-/// The fields v1 requires on create and full update.
-const V1_REQUIRED: [&str; 9] = [
+/// The fields v1 requires on create and full update: those of the original's first release
+/// (0.7), whose documentation's examples carry only these. The fields later 1.x releases added
+/// (`volumes`, `devices`, `privileged`) take their defaults when absent.
+pub(crate) const V1_REQUIRED: [&str; 6] = [
     "starting_ports",
     "containers_per",
     "env_vars",
     "docker_image",
     "running",
     "networks",
-    "volumes",
-    "devices",
-    "privileged",
 ];
 
 /// Every field a client may set.
-const SETTABLE: [&str; 16] = [
+const SETTABLE: [&str; 17] = [
     "docker_image",
     "starting_ports",
     "containers_per",
@@ -40,6 +39,7 @@ const SETTABLE: [&str; 16] = [
     "run_command",
     "entrypoint",
     "rollout",
+    "pull_policy",
 ];
 
 /// Fields of the stored document a client may echo back but not set; ignored.
@@ -57,7 +57,7 @@ const READ_ONLY: [&str; 8] = [
 /// How a body is read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Mode {
-    /// v1 create or full update: all nine original fields required.
+    /// v1 create or full update: the six fields of the original's first release required.
     V1Full,
     /// v2 create or full update: `docker_image` required, the rest defaulted.
     V2Full,
@@ -172,6 +172,11 @@ pub(crate) fn patch(body: &Map<String, Value>) -> Result<AppPatch, ApiError> {
     p.rollout = field!("rollout", |v: &Value| {
         serde_json::from_value::<RolloutPolicy>(v.clone())
             .map_err(|e| format!("must be {{\"wave_size\": n, \"min_healthy_seconds\": s}}: {e}"))
+    });
+    p.pull_policy = field!("pull_policy", |v: &Value| {
+        v.as_str()
+            .and_then(PullPolicy::from_name)
+            .ok_or_else(|| format!("must be one of {}", PullPolicy::NAMES.join(", ")))
     });
     if errors.is_empty() {
         Ok(p)
@@ -289,12 +294,21 @@ mod tests {
     }
 
     #[test]
-    fn v1_create_needs_all_nine_and_takes_network_mode() {
+    fn v1_create_needs_the_first_six_and_takes_network_mode() {
         let Err(ApiError::Missing(f)) = spec(&map(json!({"docker_image": "nginx"})), Mode::V1Full)
         else {
             panic!()
         };
-        assert_eq!(f.len(), 8);
+        assert_eq!(
+            f,
+            [
+                "starting_ports",
+                "containers_per",
+                "env_vars",
+                "running",
+                "networks"
+            ]
+        );
         let body = json!({"starting_ports": [80], "containers_per": {"server": 2}, "env_vars": {"A": 1},
             "docker_image": "nginx", "running": true, "network_mode": "host", "volumes": [], "devices": [],
             "privileged": false});
@@ -302,6 +316,30 @@ mod tests {
         assert_eq!(s.networks, ["host"]);
         assert_eq!(s.env_vars["A"], "1");
         assert_eq!(s.containers_per, ContainersPer::Server(2));
+    }
+
+    #[test]
+    fn v1_create_defaults_the_fields_later_releases_added() {
+        // The original documentation's site body, byte for byte.
+        let body: Value = serde_json::from_str(
+            r#"{"starting_ports": [{"81": "80"}], "containers_per": {"cpu": 3}, "env_vars": {"test": "test123"}, "docker_image": "site-image", "running": true, "network_mode": "bridge"}"#,
+        )
+        .unwrap();
+        let s = spec(&map(body), Mode::V1Full).unwrap();
+        assert!(s.volumes.is_empty() && s.devices.is_empty() && !s.privileged);
+        assert_eq!(s.networks, ["bridge"]);
+        assert_eq!(s.containers_per, ContainersPer::Cpu(3.0));
+    }
+
+    #[test]
+    fn pull_policy_is_named_and_checked() {
+        let p = patch(&map(json!({"pull_policy": "if_missing"}))).unwrap();
+        assert_eq!(p.pull_policy, Some(PullPolicy::IfMissing));
+        let Err(ApiError::Invalid(e)) = patch(&map(json!({"pull_policy": "sometimes"}))) else {
+            panic!()
+        };
+        assert_eq!(e[0].field, "pull_policy");
+        assert_eq!(e[0].rule, "must be one of always, if_missing, never");
     }
 
     #[test]

@@ -35,6 +35,7 @@ use utoipa::openapi::{
 };
 
 use crate::auth::{ROUTE_RULES, Rule};
+use nebula_core::model::PullPolicy;
 
 /// What a reply carries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -707,6 +708,7 @@ fn app_out(with_command: bool) -> RefOr<Schema> {
         ("containers_per", reference("ContainersPer")),
         ("rolling_restart", boolean()),
         ("rollout", reference("Rollout")),
+        ("pull_policy", pull_policy()),
     ]);
     if with_command {
         required.push((
@@ -717,6 +719,16 @@ fn app_out(with_command: bool) -> RefOr<Schema> {
         ));
     }
     closed(required, optional).into()
+}
+
+fn pull_policy() -> RefOr<Schema> {
+    described(
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .enum_values(Some(PullPolicy::NAMES)),
+        "When the worker pulls the image: `always` (default: a change or a restart pulls \
+         first; the local image is used when the pull fails), `if_missing`, `never`.",
+    )
 }
 
 fn app_in() -> Fields {
@@ -764,6 +776,7 @@ fn app_in() -> Fields {
             ),
         ),
         ("rolling_restart", boolean()),
+        ("pull_policy", pull_policy()),
         (
             "rollout",
             closed(
@@ -918,7 +931,29 @@ fn report_fields() -> (Fields, Fields) {
             ("running_containers", integer(Some(0), u32_max)),
             ("converged", boolean()),
         ],
-        vec![],
+        vec![(
+            "pull_fallback",
+            described(
+                closed(
+                    vec![
+                        ("image", string()),
+                        ("image_id", string()),
+                        ("failure", enumeration(["unreachable", "refused"])),
+                        (
+                            "error",
+                            ObjectBuilder::new()
+                                .schema_type(Type::String)
+                                .max_length(Some(nebula_core::report::MAX_PULL_ERROR_LEN))
+                                .into(),
+                        ),
+                        ("app_id", count()),
+                        ("at", count()),
+                    ],
+                    vec![],
+                ),
+                "The host runs this version from the image it already held: the pull failed.",
+            ),
+        )],
     );
     (
         vec![
@@ -1193,17 +1228,9 @@ fn schemas() -> Fields {
             for (k, v) in app_in() {
                 b = b.property(k, v);
             }
-            for k in [
-                "starting_ports",
-                "containers_per",
-                "env_vars",
-                "docker_image",
-                "running",
-                "volumes",
-                "devices",
-                "privileged",
-            ] {
-                b = b.required(k);
+            // `networks` or `network_mode`: below.
+            for k in crate::dto::V1_REQUIRED.iter().filter(|k| **k != "networks") {
+                b = b.required(*k);
             }
             let required = |k: &str| -> RefOr<Schema> {
                 ObjectBuilder::new()

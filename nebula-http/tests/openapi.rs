@@ -676,6 +676,7 @@ async fn flags_and_fields_match_the_handlers() {
             "network_mode",
             "networks",
             "privileged",
+            "pull_policy",
             "rolling_restart",
             "rollout",
             "run_command",

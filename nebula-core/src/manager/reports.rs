@@ -603,6 +603,7 @@ mod tests {
                 desired_containers: 1,
                 running_containers: 1,
                 converged: true,
+                pull_fallback: None,
             },
         );
         m.send(&r).await.unwrap();

@@ -4,7 +4,7 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::container::{LABEL_APP_NAME, LABEL_CONTAINER_TYPE, LABEL_ORCHESTRATOR, ORCHESTRATOR};
-use crate::model::{AppName, AppSpec, ContainersPer, RestartMode, StartingPort};
+use crate::model::{AppName, AppSpec, ContainersPer, PullPolicy, RestartMode, StartingPort};
 
 const HOST: HostResources = HostResources {
     cpus: 4,
@@ -487,4 +487,51 @@ fn the_health_gate_counts_whole_seconds_conservatively() {
     assert!(at_11.actions.is_empty(), "{at_11:?}");
     assert_eq!(at_11.requeue_after_secs, Some(1));
     assert_eq!(world.plan(&new, 12).actions.len(), 1);
+}
+
+#[test]
+fn pull_policy_decides_how_a_change_pulls() {
+    let old = app(3, false, 1, 5);
+    let world = World::with_app(&old, 0);
+    let mut new = old.clone();
+    new.app_id = 2;
+    new.spec.env_vars.insert("A".into(), "2".into());
+    for (policy, pull) in [
+        (PullPolicy::Always, Pull::Always),
+        (PullPolicy::IfMissing, Pull::IfMissing),
+        (PullPolicy::Never, Pull::LocalOnly),
+    ] {
+        new.spec.pull_policy = policy;
+        let plan = world.plan(&new, 100);
+        assert_eq!(
+            (plan.pull, plan.image.as_deref()),
+            (pull, Some("site:v1")),
+            "{policy:?}"
+        );
+        // A fresh host under the same policy.
+        let fresh = World::default().plan(&new, 100);
+        let want = if policy == PullPolicy::Never {
+            Pull::LocalOnly
+        } else {
+            Pull::IfMissing
+        };
+        assert_eq!(fresh.pull, want, "{policy:?} on a fresh host");
+    }
+    // With nothing to create, no policy pulls.
+    for policy in [PullPolicy::Always, PullPolicy::IfMissing, PullPolicy::Never] {
+        let mut same = old.clone();
+        same.spec.pull_policy = policy;
+        let plan = world.plan(&same, 100);
+        assert_eq!((plan.pull, plan.image), (Pull::Never, None), "{policy:?}");
+    }
+}
+
+#[test]
+fn a_container_removed_by_hand_is_recreated_without_asking_the_registry() {
+    let app1 = app(3, false, 1, 5);
+    let mut world = World::with_app(&app1, 0);
+    world.containers.remove(1);
+    let plan = world.plan(&app1, 100);
+    assert_eq!(plan.actions.len(), 1);
+    assert_eq!(plan.pull, Pull::IfMissing);
 }

@@ -216,6 +216,7 @@ fn status(app_id: u64, incarnation: u64, converged: bool) -> BTreeMap<String, Ap
             desired_containers: 1,
             running_containers: 1,
             converged,
+            pull_fallback: None,
         },
     )])
 }
@@ -293,7 +294,8 @@ fn convergence_needs_exactly_the_current_containers_up() {
             running: true,
             desired_containers: 2,
             running_containers: 2,
-            converged: true
+            converged: true,
+            pull_fallback: None,
         }
     );
     assert!(!app_status(&a, host, &[&up1]).converged, "one missing");

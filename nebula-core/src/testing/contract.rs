@@ -434,6 +434,13 @@ pub async fn runtime<R: Runtime>(rt: &R, image: &str, missing: &str, prefix: &st
         rt.has_image(image).await.unwrap(),
         "pulled image is present"
     );
+    let id = rt
+        .image_id(image)
+        .await
+        .unwrap()
+        .expect("a held image has an id");
+    assert!(id.starts_with("sha256:"), "image id {id}");
+    assert_eq!(rt.image_id(missing).await.unwrap(), None);
 
     let mark = ("nebula.contract", prefix);
     let spec = ContainerSpec {

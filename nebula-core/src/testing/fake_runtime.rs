@@ -31,9 +31,18 @@ struct State {
     images: BTreeSet<String>,
     registry: BTreeSet<String>,
     calls: Vec<Call>,
+    /// Pulls fail with `RegistryUnreachable` while this is set.
+    registry_down: bool,
     failures: VecDeque<(&'static str, RuntimeError)>,
     next_id: u64,
     now: u64,
+}
+
+/// The id the fake engine gives the image it holds for `image`.
+#[must_use]
+pub fn fake_image_id(image: &str) -> String {
+    use sha2::Digest;
+    format!("sha256:{:x}", sha2::Sha256::digest(image.as_bytes()))
 }
 
 /// A [`Runtime`] in memory: containers with state transitions, a local image cache and a
@@ -98,6 +107,16 @@ impl FakeRuntime {
                 c.health = health;
             }
         });
+    }
+
+    /// Puts an image in the engine's cache without a registry (`docker load`, `docker build`).
+    pub fn load_image(&self, image: &str) {
+        self.with(|s| s.images.insert(image.to_owned()));
+    }
+
+    /// Makes every pull fail as if the registry could not be reached (`down`), or serve again.
+    pub fn set_registry_down(&self, down: bool) {
+        self.with(|s| s.registry_down = down);
     }
 
     /// Removes a container behind Nebula's back.
@@ -241,7 +260,11 @@ impl Runtime for FakeRuntime {
         self.check("pull")?;
         self.with(|s| {
             s.calls.push(Call::Pull(image.to_owned()));
-            if s.registry.contains(image) {
+            if s.registry_down {
+                Err(RuntimeError::RegistryUnreachable(format!(
+                    "lookup of the registry of {image}: no such host"
+                )))
+            } else if s.registry.contains(image) {
                 s.images.insert(image.to_owned());
                 Ok(())
             } else {
@@ -252,9 +275,9 @@ impl Runtime for FakeRuntime {
         })
     }
 
-    async fn has_image(&self, image: &str) -> Result<bool, RuntimeError> {
+    async fn image_id(&self, image: &str) -> Result<Option<String>, RuntimeError> {
         self.check("has_image")?;
-        Ok(self.with(|s| s.images.contains(image)))
+        Ok(self.with(|s| s.images.contains(image).then(|| fake_image_id(image))))
     }
 
     async fn prune_images(&self) -> Result<u64, RuntimeError> {

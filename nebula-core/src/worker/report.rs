@@ -251,7 +251,9 @@ impl Worker {
         let mut held = BTreeMap::new();
         for (name, app) in &self.desired {
             let containers = by_app.get(name.as_str()).map_or(&[][..], Vec::as_slice);
-            apps_status.insert(name.to_string(), app_status(app, host, containers));
+            let mut status = app_status(app, host, containers);
+            status.pull_fallback = self.pull_fallbacks.get(name).cloned();
+            apps_status.insert(name.to_string(), status);
             held.insert(
                 name.to_string(),
                 HeldApp {

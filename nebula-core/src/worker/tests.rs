@@ -195,20 +195,74 @@ async fn stop_start_restart_update_delete() {
 }
 
 #[tokio::test]
-async fn a_failed_pull_touches_nothing() {
+async fn a_failed_pull_without_a_local_image_touches_nothing() {
     let rig = Rig::new();
     rig.create("site", 1.0).await;
     let mut w = rig.worker(Selection::All);
     w.sync().await.unwrap();
     w.reconcile().await;
     let before = rig.rt.containers();
-    rig.manager.restart_app(&app("site"), false).await.unwrap();
+    let patch = AppPatch {
+        docker_image: Some("site:v3".into()),
+        ..AppPatch::default()
+    };
+    rig.manager.patch_app(&app("site"), patch).await.unwrap();
     w.sync().await.unwrap();
-    rig.rt
-        .fail_next("pull", RuntimeError::Unavailable("registry down".into()));
     let out = w.reconcile().await;
     assert_eq!(out.errors.len(), 1, "{out:?}");
+    assert!(
+        out.errors[0].contains("nothing was created or replaced"),
+        "{out:?}"
+    );
     assert_eq!(rig.rt.containers(), before);
+}
+
+#[tokio::test]
+async fn with_the_registry_down_changes_use_the_local_image_and_say_so() {
+    let rig = Rig::new();
+    rig.create("site", 1.0).await;
+    let mut w = rig.worker(Selection::All);
+    w.sync().await.unwrap();
+    w.reconcile().await;
+    rig.rt.set_registry_down(true);
+    let patch = AppPatch {
+        env_vars: Some([("A".to_owned(), "2".to_owned())].into()),
+        ..AppPatch::default()
+    };
+    let v2 = rig.manager.patch_app(&app("site"), patch).await.unwrap();
+    w.sync().await.unwrap();
+    let out = w.reconcile().await;
+    assert_eq!((out.done, out.errors.len()), (2, 0), "{out:?}");
+    let report = w
+        .build_report("h", report::HostUsage::default(), 1)
+        .await
+        .unwrap();
+    let status = &report.apps_status["site"];
+    assert!(status.converged, "{status:?}");
+    let fallback = status.pull_fallback.as_ref().expect("the report says so");
+    assert_eq!(fallback.app_id, v2.app_id);
+    assert_eq!(fallback.failure, crate::report::PullFailure::Unreachable);
+
+    // A container removed by hand comes back without asking the registry.
+    rig.rt.remove_by_hand("site-1");
+    rig.rt.clear_calls();
+    let out = w.reconcile().await;
+    assert_eq!((out.done, out.errors.len()), (1, 0), "{out:?}");
+    assert!(!rig.rt.calls().iter().any(|c| matches!(c, Call::Pull(_))));
+
+    // A restart tries the registry again; once it serves, the fallback is over.
+    rig.rt.set_registry_down(false);
+    rig.manager.restart_app(&app("site"), false).await.unwrap();
+    w.sync().await.unwrap();
+    rig.rt.clear_calls();
+    let out = w.reconcile().await;
+    assert_eq!((out.done, out.errors.len()), (2, 0), "{out:?}");
+    assert!(rig.rt.calls().iter().any(|c| matches!(c, Call::Pull(_))));
+    let report = w
+        .build_report("h", report::HostUsage::default(), 2)
+        .await
+        .unwrap();
+    assert_eq!(report.apps_status["site"].pull_fallback, None);
 }
 
 #[tokio::test]

@@ -273,8 +273,8 @@ impl Runtime for Stamped {
     async fn pull(&self, image: &str, auth: Option<&RegistryAuth>) -> Result<(), RuntimeError> {
         self.inner.pull(image, auth).await
     }
-    async fn has_image(&self, image: &str) -> Result<bool, RuntimeError> {
-        self.inner.has_image(image).await
+    async fn image_id(&self, image: &str) -> Result<Option<String>, RuntimeError> {
+        self.inner.image_id(image).await
     }
     async fn prune_images(&self) -> Result<u64, RuntimeError> {
         self.inner.prune_images().await

@@ -140,7 +140,8 @@ async fn a_device_group_report_tells_versions_containers_and_convergence() {
             running: true,
             desired_containers: 2,
             running_containers: 0,
-            converged: false
+            converged: false,
+            pull_fallback: None,
         }
     );
 
