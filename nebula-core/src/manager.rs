@@ -74,6 +74,7 @@ pub struct AppPatch {
     pub run_command: Option<Option<Vec<String>>>,
     pub entrypoint: Option<Option<Vec<String>>>,
     pub rollout: Option<RolloutPolicy>,
+    pub healthcheck: Option<Option<crate::healthcheck::Healthcheck>>,
 }
 
 impl AppPatch {
@@ -103,7 +104,8 @@ impl AppPatch {
             cpu_limit,
             run_command,
             entrypoint,
-            rollout
+            rollout,
+            healthcheck
         );
     }
 }

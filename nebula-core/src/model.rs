@@ -260,6 +260,9 @@ pub struct AppSpec {
     /// Wave size and health gate of rolling restarts.
     #[serde(default)]
     pub rollout: RolloutPolicy,
+    /// Overrides (or disables) the image's HEALTHCHECK; absent: the image's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub healthcheck: Option<crate::healthcheck::Healthcheck>,
 }
 
 fn yes() -> bool {
@@ -290,6 +293,7 @@ impl AppSpec {
             run_command: None,
             entrypoint: None,
             rollout: RolloutPolicy::default(),
+            healthcheck: None,
         }
     }
 }

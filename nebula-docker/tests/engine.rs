@@ -77,6 +77,7 @@ impl Env {
             nano_cpus: None,
             command: Some(vec!["sleep".into(), "300".into()]),
             entrypoint: None,
+            healthcheck: None,
             labels: BTreeMap::from([
                 (LABEL_ORCHESTRATOR.to_owned(), ORCHESTRATOR.to_owned()),
                 (MARK.to_owned(), self.prefix.clone()),
