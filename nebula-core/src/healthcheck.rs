@@ -210,15 +210,19 @@ fn duration(text: &str) -> Option<u64> {
     Some(total)
 }
 
-/// Checks the bounds of a healthcheck: interval and timeout 1 s to 1 day, start period 0 to
-/// 1 day, retries 1 to 100, a test with a non-empty command of at most 256 strings of at most
-/// 4096 bytes, without NUL.
+/// Checks the bounds of a healthcheck: at least one part, interval and timeout 1 s to 1 day,
+/// start period 0 to 1 day, retries 1 to 100, a test with a non-empty command of at most 256
+/// strings of at most 4096 bytes, without NUL.
 #[must_use]
 pub fn validate(healthcheck: &Healthcheck) -> Vec<FieldError> {
     let Healthcheck::Check(check) = healthcheck else {
         return Vec::new();
     };
     let mut errors = Vec::new();
+    if *check == Probe::default() {
+        // Written as `{}`, which no body may send and no stored document may hold.
+        errors.push(FieldError::new(FIELD, SHAPE));
+    }
     for (part, value, min) in [
         ("interval", check.interval_secs, 1),
         ("timeout", check.timeout_secs, 1),
@@ -448,5 +452,10 @@ mod tests {
             ["healthcheck.test"]
         );
         assert!(validate(&Healthcheck::Disable).is_empty());
+        let empty = validate(&Healthcheck::Check(Probe::default()));
+        assert_eq!(
+            empty.iter().map(|e| e.field.as_str()).collect::<Vec<_>>(),
+            ["healthcheck"]
+        );
     }
 }
