@@ -69,6 +69,10 @@ pub struct ContainerSpec {
     pub command: Option<Vec<String>>,
     /// Entrypoint override.
     pub entrypoint: Option<Vec<String>>,
+    /// Healthcheck override; `None`: the image's. Left out of the hashed form when `None`, so
+    /// containers created before the field existed keep their hash.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub healthcheck: Option<crate::healthcheck::Healthcheck>,
     /// Labels, including the identity labels and the spec hash.
     #[serde(skip)]
     pub labels: BTreeMap<String, String>,
@@ -112,6 +116,7 @@ pub fn app_container(app: &App, slot: u32) -> Option<ContainerSpec> {
         nano_cpus: s.cpu_limit.map(|c| (c * 1e9) as u64),
         command: s.run_command.clone(),
         entrypoint: s.entrypoint.clone(),
+        healthcheck: s.healthcheck.clone(),
         labels: BTreeMap::new(),
     };
     let mut hasher = Sha256::new();
@@ -250,6 +255,43 @@ mod tests {
         let mut e = a;
         e.incarnation = 2;
         assert_ne!(app_container(&e, 1).unwrap().hash(), h);
+    }
+
+    #[test]
+    fn hash_without_healthcheck_is_the_one_before_the_field_existed() {
+        // Pinned: the hash of this spec as it was before `healthcheck` existed, so an upgrade
+        // replaces no container of an app without the field.
+        assert_eq!(
+            app_container(&app(), 1).unwrap().hash(),
+            "784a666a7cc9eefbcb2f87f2"
+        );
+    }
+
+    #[test]
+    fn hash_follows_the_healthcheck() {
+        use crate::healthcheck::{HealthTest, Healthcheck, Probe};
+        let plain = app_container(&app(), 1).unwrap().hash().to_owned();
+        let with = |h: Healthcheck| {
+            let mut a = app();
+            a.spec.healthcheck = Some(h);
+            let spec = app_container(&a, 1).unwrap();
+            (spec.healthcheck.clone(), spec.hash().to_owned())
+        };
+        let probe = Probe {
+            test: Some(HealthTest::Cmd(vec!["true".into()])),
+            interval_secs: Some(5),
+            ..Probe::default()
+        };
+        let (carried, checked) = with(Healthcheck::Check(probe.clone()));
+        assert_eq!(carried, Some(Healthcheck::Check(probe.clone())));
+        assert_ne!(checked, plain);
+        let (_, slower) = with(Healthcheck::Check(Probe {
+            interval_secs: Some(6),
+            ..probe
+        }));
+        assert_ne!(slower, checked);
+        let (_, disabled) = with(Healthcheck::Disable);
+        assert!(disabled != plain && disabled != checked);
     }
 
     #[test]

@@ -17,6 +17,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::cron_schedule::Schedule;
+use crate::healthcheck::Healthcheck;
 use crate::model::{AppSpec, DEFAULT_NETWORKS};
 use crate::store::StoreError;
 use crate::validate::{self, FieldError};
@@ -94,6 +95,10 @@ pub struct CronJobSpec {
     /// Overrides the image's entrypoint.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub entrypoint: Option<Vec<String>>,
+    /// Overrides (or disables) the image's HEALTHCHECK in the run's container; absent: the
+    /// image's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub healthcheck: Option<Healthcheck>,
 }
 
 impl CronJobSpec {
@@ -113,6 +118,7 @@ impl CronJobSpec {
             cpu_limit: None,
             run_command: None,
             entrypoint: None,
+            healthcheck: None,
         }
     }
 
@@ -128,6 +134,7 @@ impl CronJobSpec {
         app.cpu_limit = self.cpu_limit;
         app.run_command.clone_from(&self.run_command);
         app.entrypoint.clone_from(&self.entrypoint);
+        app.healthcheck.clone_from(&self.healthcheck);
         app
     }
 
@@ -200,6 +207,7 @@ pub struct CronJobPatch {
     pub cpu_limit: Option<Option<f64>>,
     pub run_command: Option<Option<Vec<String>>>,
     pub entrypoint: Option<Option<Vec<String>>>,
+    pub healthcheck: Option<Option<Healthcheck>>,
 }
 
 impl CronJobPatch {
@@ -226,7 +234,8 @@ impl CronJobPatch {
             memory_limit_mb,
             cpu_limit,
             run_command,
-            entrypoint
+            entrypoint,
+            healthcheck
         );
     }
 }
@@ -295,6 +304,10 @@ mod tests {
         bad.networks = vec!["host".into(), "bridge".into()];
         bad.volumes = vec!["relative".into()];
         bad.env_vars.insert("1X".into(), "v".into());
+        bad.healthcheck = Some(Healthcheck::Check(crate::healthcheck::Probe {
+            retries: Some(0),
+            ..crate::healthcheck::Probe::default()
+        }));
         let errors = validate_spec(&bad).unwrap_err();
         let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
         assert_eq!(
@@ -304,7 +317,8 @@ mod tests {
                 "docker_image",
                 "env_vars",
                 "networks",
-                "volumes[0]"
+                "volumes[0]",
+                "healthcheck.retries"
             ]
         );
         let e = CronJobError::Invalid(errors);

@@ -138,6 +138,7 @@ pub fn cron_container(job: &CronJob, unix: u64) -> ContainerSpec {
         nano_cpus: s.cpu_limit.map(|c| (c * 1e9) as u64),
         command: s.run_command.clone(),
         entrypoint: s.entrypoint.clone(),
+        healthcheck: s.healthcheck.clone(),
         labels: BTreeMap::from([
             (LABEL_ORCHESTRATOR.to_owned(), ORCHESTRATOR.to_owned()),
             (
@@ -327,6 +328,12 @@ mod tests {
         assert_eq!(c.labels[LABEL_CRON_JOB_NAME], "backup");
         assert_eq!(c.labels[LABEL_CONTAINER_TYPE], "cron_job");
         assert_eq!(c.labels[LABEL_SCHEDULED_AT], "1700000000");
+        assert_eq!(c.healthcheck, None, "absent: the image's HEALTHCHECK");
+        j.spec.healthcheck = Some(crate::healthcheck::Healthcheck::Disable);
+        assert_eq!(
+            cron_container(&j, T).healthcheck,
+            Some(crate::healthcheck::Healthcheck::Disable)
+        );
         // The original's stored `networks: []` means the defaults, never a crash.
         j.spec.networks.clear();
         assert_eq!(

@@ -74,6 +74,7 @@ pub struct AppPatch {
     pub run_command: Option<Option<Vec<String>>>,
     pub entrypoint: Option<Option<Vec<String>>>,
     pub rollout: Option<RolloutPolicy>,
+    pub healthcheck: Option<Option<crate::healthcheck::Healthcheck>>,
     pub pull_policy: Option<PullPolicy>,
 }
 
@@ -105,6 +106,7 @@ impl AppPatch {
             run_command,
             entrypoint,
             rollout,
+            healthcheck,
             pull_policy
         );
     }

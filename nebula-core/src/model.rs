@@ -260,6 +260,9 @@ pub struct AppSpec {
     /// Wave size and health gate of rolling restarts.
     #[serde(default)]
     pub rollout: RolloutPolicy,
+    /// Overrides (or disables) the image's HEALTHCHECK; absent: the image's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub healthcheck: Option<crate::healthcheck::Healthcheck>,
     /// When the worker pulls the image before it creates containers.
     #[serde(default)]
     pub pull_policy: PullPolicy,
@@ -327,6 +330,7 @@ impl AppSpec {
             run_command: None,
             entrypoint: None,
             rollout: RolloutPolicy::default(),
+            healthcheck: None,
             pull_policy: PullPolicy::default(),
         }
     }

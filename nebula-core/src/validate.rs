@@ -173,6 +173,9 @@ pub fn spec(spec: &AppSpec) -> Result<(), Vec<FieldError>> {
             "must be at most 3600",
         ));
     }
+    if let Some(healthcheck) = &spec.healthcheck {
+        errors.extend(crate::healthcheck::validate(healthcheck));
+    }
     if errors.is_empty() {
         Ok(())
     } else {

@@ -41,9 +41,9 @@ use async_trait::async_trait;
 use bollard::auth::DockerCredentials;
 use bollard::errors::Error as BollardError;
 use bollard::models::{
-    ContainerCreateBody, ContainerSummary, ContainerSummaryStateEnum, DeviceMapping, HostConfig,
-    NetworkConnectRequest, NetworkCreateRequest, PortBinding as DockerPortBinding, RestartPolicy,
-    RestartPolicyNameEnum,
+    ContainerCreateBody, ContainerSummary, ContainerSummaryStateEnum, DeviceMapping, HealthConfig,
+    HostConfig, NetworkConnectRequest, NetworkCreateRequest, PortBinding as DockerPortBinding,
+    RestartPolicy, RestartPolicyNameEnum,
 };
 use bollard::query_parameters::{
     CreateContainerOptions, CreateImageOptions, KillContainerOptions, ListContainersOptions,
@@ -55,6 +55,7 @@ use futures::StreamExt;
 use nebula_core::container::{
     ContainerId, ContainerSpec, ContainerState, Health, NetworkMode, ObservedContainer,
 };
+use nebula_core::healthcheck::Healthcheck;
 use nebula_core::image::ImageRef;
 use nebula_core::runtime::{RegistryAuth, Runtime, RuntimeError};
 use nebula_core::schedule::HostResources;
@@ -669,6 +670,29 @@ fn device_mapping(device: &str) -> DeviceMapping {
     }
 }
 
+/// The engine's healthcheck: `["NONE"]` to disable, else the parts given, durations in
+/// nanoseconds; a part left out is not sent, so the engine keeps the image's.
+fn health_config(healthcheck: &Healthcheck) -> HealthConfig {
+    const NANOS_PER_SEC: i64 = 1_000_000_000;
+    match healthcheck {
+        Healthcheck::Disable => HealthConfig {
+            test: Some(vec!["NONE".to_owned()]),
+            ..HealthConfig::default()
+        },
+        Healthcheck::Check(probe) => {
+            let nanos = |secs: Option<u32>| secs.map(|s| i64::from(s) * NANOS_PER_SEC);
+            HealthConfig {
+                test: probe.test.as_ref().map(|t| t.to_args()),
+                interval: nanos(probe.interval_secs),
+                timeout: nanos(probe.timeout_secs),
+                retries: probe.retries.map(i64::from),
+                start_period: nanos(probe.start_period_secs),
+                start_interval: None,
+            }
+        }
+    }
+}
+
 /// The engine's create body for a spec (networks beyond the first are connected later).
 fn container_body(spec: &ContainerSpec) -> Result<ContainerCreateBody, RuntimeError> {
     let limit = |what: &str, v: Option<u64>| {
@@ -731,6 +755,7 @@ fn container_body(spec: &ContainerSpec) -> Result<ContainerCreateBody, RuntimeEr
         exposed_ports: (!exposed.is_empty()).then_some(exposed),
         cmd: spec.command.clone(),
         entrypoint: spec.entrypoint.clone(),
+        healthcheck: spec.healthcheck.as_ref().map(health_config),
         host_config: Some(host_config),
         ..ContainerCreateBody::default()
     })
@@ -768,8 +793,61 @@ mod tests {
             nano_cpus: Some(500_000_000),
             command: Some(vec!["sleep".into(), "1".into()]),
             entrypoint: Some(vec!["/bin/sh".into(), "-c".into()]),
+            healthcheck: None,
             labels: BTreeMap::from([("orchestrator".into(), "nebula".into())]),
         }
+    }
+
+    #[test]
+    fn healthcheck_maps_to_nanoseconds_and_none_disables() {
+        use nebula_core::healthcheck::{HealthTest, Probe};
+        assert_eq!(container_body(&spec()).unwrap().healthcheck, None);
+        let probe = Probe {
+            test: Some(HealthTest::Shell("wget -q -O- http://127.0.0.1/".into())),
+            interval_secs: Some(2),
+            timeout_secs: Some(1),
+            retries: Some(4),
+            start_period_secs: Some(90),
+        };
+        let checked = ContainerSpec {
+            healthcheck: Some(Healthcheck::Check(probe)),
+            ..spec()
+        };
+        assert_eq!(
+            container_body(&checked).unwrap().healthcheck,
+            Some(HealthConfig {
+                test: Some(vec![
+                    "CMD-SHELL".into(),
+                    "wget -q -O- http://127.0.0.1/".into()
+                ]),
+                interval: Some(2_000_000_000),
+                timeout: Some(1_000_000_000),
+                retries: Some(4),
+                start_period: Some(90_000_000_000),
+                start_interval: None,
+            })
+        );
+        // Only the interval: the image's test and the rest are kept (left out).
+        let paced = ContainerSpec {
+            healthcheck: Some(Healthcheck::Check(Probe {
+                interval_secs: Some(86_400),
+                ..Probe::default()
+            })),
+            ..spec()
+        };
+        let h = container_body(&paced).unwrap().healthcheck.unwrap();
+        assert_eq!(
+            (h.test, h.interval, h.timeout, h.retries),
+            (None, Some(86_400_000_000_000), None, None)
+        );
+        let disabled = ContainerSpec {
+            healthcheck: Some(Healthcheck::Disable),
+            ..spec()
+        };
+        assert_eq!(
+            container_body(&disabled).unwrap().healthcheck.unwrap().test,
+            Some(vec!["NONE".to_owned()])
+        );
     }
 
     #[test]

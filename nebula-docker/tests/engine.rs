@@ -77,6 +77,7 @@ impl Env {
             nano_cpus: None,
             command: Some(vec!["sleep".into(), "300".into()]),
             entrypoint: None,
+            healthcheck: None,
             labels: BTreeMap::from([
                 (LABEL_ORCHESTRATOR.to_owned(), ORCHESTRATOR.to_owned()),
                 (MARK.to_owned(), self.prefix.clone()),
@@ -492,6 +493,57 @@ async fn list_maps_state_and_health() {
                 Instant::now() < deadline,
                 "list did not reach {want:?}; last {got:?}"
             );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await;
+}
+
+/// A cron job's healthcheck, from the job to the run's container on the engine: the
+/// configured test and durations in nanoseconds, and the health the list reports.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cron_runs_container_carries_the_jobs_healthcheck() {
+    on_shared_engine(|env| async move {
+        use nebula_core::cron_job::{CronJob, CronJobName, CronJobSpec};
+        use nebula_core::healthcheck::{HealthTest, Healthcheck, Probe};
+        let mut job = CronJob {
+            cron_job_name: CronJobName::parse("backup").unwrap(),
+            cron_job_id: 1,
+            incarnation: 1,
+            spec: CronJobSpec::new("* * * * *", IMAGE),
+        };
+        job.spec.run_command = Some(vec!["sleep".into(), "300".into()]);
+        job.spec.networks = vec!["bridge".into()];
+        job.spec.healthcheck = Some(Healthcheck::Check(Probe {
+            test: Some(HealthTest::Shell("test -d /bin".into())),
+            interval_secs: Some(1),
+            timeout_secs: Some(2),
+            retries: Some(1),
+            start_period_secs: Some(60),
+        }));
+        let mut spec = nebula_core::cron_schedule::cron_container(&job, 1_700_000_040);
+        spec.name = format!("{}-cron", env.prefix);
+        spec.labels.insert(MARK.to_owned(), env.prefix.clone());
+        env.rt.create(&spec).await.unwrap();
+        let health = env.inspect(&spec.name).await.config.unwrap().healthcheck;
+        assert_eq!(
+            health,
+            Some(HealthConfig {
+                test: Some(vec!["CMD-SHELL".into(), "test -d /bin".into()]),
+                interval: Some(1_000_000_000),
+                timeout: Some(2_000_000_000),
+                retries: Some(1),
+                start_period: Some(60_000_000_000),
+                start_interval: None,
+            })
+        );
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let listed = env.rt.list(&[(MARK, &env.prefix)]).await.unwrap();
+            if listed.iter().any(|c| c.health == Health::Healthy) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "never healthy: {listed:?}");
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     })

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use nebula_core::healthcheck::Healthcheck;
 use nebula_core::manager::AppPatch;
 use nebula_core::model::{AppSpec, ContainersPer, PullPolicy, RolloutPolicy, StartingPort};
 use nebula_core::validate::{self, FieldError};
@@ -22,7 +23,7 @@ pub(crate) const V1_REQUIRED: [&str; 6] = [
 ];
 
 /// Every field a client may set.
-const SETTABLE: [&str; 17] = [
+const SETTABLE: [&str; 18] = [
     "docker_image",
     "starting_ports",
     "containers_per",
@@ -39,6 +40,7 @@ const SETTABLE: [&str; 17] = [
     "run_command",
     "entrypoint",
     "rollout",
+    "healthcheck",
     "pull_policy",
 ];
 
@@ -173,6 +175,7 @@ pub(crate) fn patch(body: &Map<String, Value>) -> Result<AppPatch, ApiError> {
         serde_json::from_value::<RolloutPolicy>(v.clone())
             .map_err(|e| format!("must be {{\"wave_size\": n, \"min_healthy_seconds\": s}}: {e}"))
     });
+    p.healthcheck = healthcheck(body, &mut errors);
     p.pull_policy = field!("pull_policy", |v: &Value| {
         v.as_str()
             .and_then(PullPolicy::from_name)
@@ -182,6 +185,24 @@ pub(crate) fn patch(body: &Map<String, Value>) -> Result<AppPatch, ApiError> {
         Ok(p)
     } else {
         Err(ApiError::Invalid(errors))
+    }
+}
+
+/// The `healthcheck` field, if given: `null` removes the override (the image's HEALTHCHECK
+/// again); its errors name the part, such as `healthcheck.interval`.
+pub(crate) fn healthcheck(
+    body: &Map<String, Value>,
+    errors: &mut Vec<FieldError>,
+) -> Option<Option<Healthcheck>> {
+    match body.get(nebula_core::healthcheck::FIELD)? {
+        Value::Null => Some(None),
+        v => match nebula_core::healthcheck::parse(v) {
+            Ok(h) => Some(Some(h)),
+            Err(e) => {
+                errors.extend(e);
+                None
+            }
+        },
     }
 }
 
@@ -369,6 +390,30 @@ mod tests {
                 "running"
             ]
         );
+    }
+
+    #[test]
+    fn healthcheck_is_read_with_its_parts_named_and_null_removes_it() {
+        let p = patch(&map(
+            json!({"healthcheck": {"test": "true", "interval": "5s"}}),
+        ))
+        .unwrap();
+        let Some(Some(Healthcheck::Check(probe))) = p.healthcheck else {
+            panic!("{:?}", p.healthcheck)
+        };
+        assert_eq!(probe.interval_secs, Some(5));
+        let p = patch(&map(json!({"healthcheck": null}))).unwrap();
+        assert_eq!(p.healthcheck, Some(None));
+        assert!(!p.is_empty());
+        let Err(ApiError::Invalid(e)) = patch(&map(
+            json!({"healthcheck": {"interval": "soon"}, "running": 1}),
+        )) else {
+            panic!()
+        };
+        let fields: Vec<&str> = e.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, ["running", "healthcheck.interval"]);
+        let s = spec(&map(json!({"docker_image": "nginx"})), Mode::V2Full).unwrap();
+        assert_eq!(s.healthcheck, None);
     }
 
     #[test]

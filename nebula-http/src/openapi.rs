@@ -503,6 +503,15 @@ fn map(value: RefOr<Schema>) -> ObjectBuilder {
         .additional_properties(Some(AdditionalProperties::RefOr(value)))
 }
 
+/// `any_of` with a description.
+fn any_of_described(items: impl IntoIterator<Item = RefOr<Schema>>, text: &str) -> RefOr<Schema> {
+    items
+        .into_iter()
+        .fold(AnyOfBuilder::new(), AnyOfBuilder::item)
+        .description(Some(text))
+        .into()
+}
+
 fn any_of(items: impl IntoIterator<Item = RefOr<Schema>>) -> RefOr<Schema> {
     items
         .into_iter()
@@ -573,6 +582,7 @@ fn container_fields_out() -> (Fields, Fields) {
             ("cpu_limit", number()),
             ("run_command", strings()),
             ("entrypoint", strings()),
+            ("healthcheck", reference("Healthcheck")),
         ],
     )
 }
@@ -692,7 +702,106 @@ fn container_fields_in() -> Fields {
         ),
         ("run_command", nullable_strings()),
         ("entrypoint", nullable_strings()),
+        ("healthcheck", healthcheck_in()),
     ]
+}
+
+/// `healthcheck` as a request sets it: `{"disable": true}` alone, or parts of a check, whose
+/// `test` may be a command string and whose durations may be Docker-style strings; `null`
+/// removes the override.
+fn healthcheck_in() -> RefOr<Schema> {
+    use nebula_core::healthcheck::{MAX_RETRIES, MAX_SECONDS};
+    let seconds = |min: u64, text: &str| {
+        any_of_described(
+            [
+                integer(Some(min), Some(u64::from(MAX_SECONDS))),
+                patterned(DURATION_PATTERN, "`\"30s\"`, `\"1m30s\"`, `\"1h\"`"),
+            ],
+            text,
+        )
+    };
+    let check = closed(
+        vec![],
+        vec![
+            (
+                "test",
+                any_of([
+                    described(
+                        ObjectBuilder::new().schema_type(Type::String),
+                        "A command run by the container's shell (`CMD-SHELL`).",
+                    ),
+                    ArrayBuilder::new()
+                        .items(string())
+                        .min_items(Some(2))
+                        .max_items(Some(nebula_core::validate::MAX_LIST_LEN + 1))
+                        .description(Some(
+                            "`[\"CMD\", \"executable\", \"arg\", ...]` or \
+                             `[\"CMD-SHELL\", \"command\"]`.",
+                        ))
+                        .into(),
+                ]),
+            ),
+            ("interval", seconds(1, "Seconds between probes.")),
+            (
+                "timeout",
+                seconds(1, "Seconds a probe may run before it counts as failed."),
+            ),
+            ("retries", integer(Some(1), Some(u64::from(MAX_RETRIES)))),
+            (
+                "start_period",
+                seconds(0, "Seconds after start during which failures do not count."),
+            ),
+        ],
+    )
+    .min_properties(Some(1));
+    any_of_described(
+        [
+            reference("HealthcheckDisabled"),
+            described(
+                check,
+                "Parts that replace the image's HEALTHCHECK; a part left out keeps the image's \
+                 value, or Docker's default (interval 30 s, timeout 30 s, retries 3).",
+            ),
+            ObjectBuilder::new().schema_type(Type::Null).into(),
+        ],
+        "Overrides the image's HEALTHCHECK; `null` or absent: the image's. Used by the \
+         rolling-restart health gate.",
+    )
+}
+
+/// `healthcheck` durations as strings: `<n>h`, `<n>m`, `<n>s` parts.
+pub const DURATION_PATTERN: &str = "^([0-9]+h)?([0-9]+m)?([0-9]+s)?$";
+
+/// The stored `healthcheck`: `{"disable": true}`, or the parts set, `test` as Docker's list
+/// and durations in seconds.
+fn healthcheck_out() -> RefOr<Schema> {
+    let seconds = || {
+        integer(
+            Some(0),
+            Some(u64::from(nebula_core::healthcheck::MAX_SECONDS)),
+        )
+    };
+    any_of([
+        reference("HealthcheckDisabled"),
+        closed(
+            vec![],
+            vec![
+                (
+                    "test",
+                    ArrayBuilder::new()
+                        .items(string())
+                        .min_items(Some(2))
+                        .into(),
+                ),
+                ("interval", seconds()),
+                ("timeout", seconds()),
+                ("retries", integer(Some(1), None)),
+                ("start_period", seconds()),
+            ],
+        )
+        .min_properties(Some(1))
+        .into(),
+    ])
 }
 
 fn app_out(with_command: bool) -> RefOr<Schema> {
@@ -1080,6 +1189,23 @@ fn schemas() -> Fields {
             )
             .into(),
         ),
+        (
+            "HealthcheckDisabled",
+            described(
+                closed(
+                    vec![(
+                        "disable",
+                        ObjectBuilder::new()
+                            .schema_type(Type::Boolean)
+                            .enum_values(Some([true]))
+                            .into(),
+                    )],
+                    vec![],
+                ),
+                "No healthcheck, even if the image declares one.",
+            ),
+        ),
+        ("Healthcheck", healthcheck_out()),
         ("App", app_out(false)),
         ("AppWithCommand", app_out(true)),
         ("AppList", names("apps", "App names.")),

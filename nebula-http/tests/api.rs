@@ -501,6 +501,88 @@ async fn bad_input_is_400_naming_the_field_and_stores_nothing() {
 }
 
 #[tokio::test]
+async fn healthcheck_in_v1_and_v2_bodies_updates_and_documents() {
+    let api = Api::new();
+    // v1 create: the nine fields plus a healthcheck, normalized in the stored document.
+    let mut v1 = v1_site();
+    v1["healthcheck"] = json!({"test": "wget -q -O- http://127.0.0.1/", "interval": "1m",
+        "timeout": 3, "retries": 2, "start_period": "5s"});
+    let (code, doc) = api.call("POST", "/api/apps/site", Some(v1)).await;
+    assert_eq!(code, StatusCode::ACCEPTED, "{doc}");
+    let want = json!({"test": ["CMD-SHELL", "wget -q -O- http://127.0.0.1/"], "interval": 60,
+        "timeout": 3, "retries": 2, "start_period": 5});
+    assert_eq!(doc["healthcheck"], want);
+    assert_eq!(
+        api.call("GET", "/api/v2/apps/site", None).await.1["healthcheck"],
+        want
+    );
+
+    // A bad part: 400 naming it, nothing stored.
+    for (body, field) in [
+        (
+            json!({"healthcheck": {"interval": 0}}),
+            "healthcheck.interval",
+        ),
+        (
+            json!({"healthcheck": {"disable": true, "retries": 3}}),
+            "healthcheck",
+        ),
+        (
+            json!({"healthcheck": {"test": ["true"]}}),
+            "healthcheck.test",
+        ),
+        (
+            json!({"healthcheck": {"retries": 1000}}),
+            "healthcheck.retries",
+        ),
+    ] {
+        let (code, reply) = api
+            .call("PATCH", "/api/v2/apps/site/update", Some(body.clone()))
+            .await;
+        assert_eq!(
+            (code, reply["errors"][0]["field"].clone()),
+            (StatusCode::BAD_REQUEST, json!(field)),
+            "{body}: {reply}"
+        );
+        assert!(reply[field].is_string(), "{reply}");
+    }
+    let doc = api.call("GET", "/api/v2/apps/site", None).await.1;
+    assert_eq!(
+        (doc["app_id"].clone(), doc["healthcheck"].clone()),
+        (json!(1), want)
+    );
+
+    // PUT changes it, PATCH null removes it; a v2 create without it has none.
+    let (code, doc) = api
+        .call(
+            "PUT",
+            "/api/v2/apps/site/update",
+            Some(json!({"healthcheck": {"disable": true}})),
+        )
+        .await;
+    assert_eq!(
+        (code, doc["healthcheck"].clone()),
+        (StatusCode::ACCEPTED, json!({"disable": true}))
+    );
+    let (_, doc) = api
+        .call(
+            "PATCH",
+            "/api/v2/apps/site/update",
+            Some(json!({"healthcheck": null})),
+        )
+        .await;
+    assert!(doc.get("healthcheck").is_none(), "{doc}");
+    let (_, doc) = api
+        .call(
+            "POST",
+            "/api/v2/apps/plain",
+            Some(json!({"docker_image": "nginx"})),
+        )
+        .await;
+    assert!(doc.get("healthcheck").is_none(), "{doc}");
+}
+
+#[tokio::test]
 async fn malformed_oversized_and_unauthenticated_requests() {
     let api = Api::new();
     let (code, body) = api

@@ -127,7 +127,8 @@ async fn create_takes_every_field() {
     let body = json!({"docker_image": "busybox", "schedule": "0 3 * * MON", "env_vars": {"A": 1},
         "running": false, "networks": ["host"], "volumes": ["/data:/data:ro"],
         "devices": ["/dev/null"], "privileged": true, "memory_limit_mb": 64, "cpu_limit": 0.5,
-        "run_command": ["sh", "-c", "echo ran"], "entrypoint": null, "cron_job_id": 99});
+        "run_command": ["sh", "-c", "echo ran"], "entrypoint": null, "cron_job_id": 99,
+        "healthcheck": {"test": "true", "timeout": "10s"}});
     let (code, doc) = api.call("POST", JOB, Some(body)).await;
     assert_eq!(code, StatusCode::OK, "{doc}");
     assert_eq!(doc["cron_job_id"], 1, "read-only fields are ignored");
@@ -138,6 +139,10 @@ async fn create_takes_every_field() {
     assert_eq!(doc["memory_limit_mb"], 64);
     assert_eq!(doc["run_command"], json!(["sh", "-c", "echo ran"]));
     assert!(doc.get("entrypoint").is_none());
+    assert_eq!(
+        doc["healthcheck"],
+        json!({"test": ["CMD-SHELL", "true"], "timeout": 10})
+    );
 }
 
 #[tokio::test]
@@ -292,6 +297,20 @@ async fn partial_update_errors() {
         .await;
     assert_eq!(code, StatusCode::BAD_REQUEST);
     assert_eq!(body["errors"][0]["field"], "docker_image");
+    let (code, body) = api
+        .call(
+            "PATCH",
+            &path,
+            Some(json!({"healthcheck": {"disable": true, "test": "true"}})),
+        )
+        .await;
+    assert_eq!(code, StatusCode::BAD_REQUEST);
+    assert_eq!(body["errors"][0]["field"], "healthcheck");
+    let (code, body) = api
+        .call("PATCH", &path, Some(json!({"healthcheck": {"retries": 0}})))
+        .await;
+    assert_eq!(code, StatusCode::BAD_REQUEST);
+    assert_eq!(body["errors"][0]["field"], "healthcheck.retries");
     let (_, doc) = api.call("GET", JOB, None).await;
     assert_eq!(doc["cron_job_id"], 1, "nothing stored");
 }

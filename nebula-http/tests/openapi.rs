@@ -196,7 +196,8 @@ fn good_body(method: &str, route: &str) -> Option<Value> {
             if v2 {
                 json!({"docker_image": "nginx", "starting_ports": [8080], "containers_per": {"cpu": 0.5},
                     "memory_limit_mb": 64, "cpu_limit": 0.5, "run_command": ["sleep", "1"],
-                    "rollout": {"wave_size": 2, "min_healthy_seconds": 1}, "rolling_restart": true})
+                    "rollout": {"wave_size": 2, "min_healthy_seconds": 1}, "rolling_restart": true,
+                    "healthcheck": {"test": "true", "interval": "1m30s", "retries": 2}})
             } else {
                 v1_app()
             }
@@ -210,7 +211,7 @@ fn good_body(method: &str, route: &str) -> Option<Value> {
         }
         ("POST", "/api/v2/cron_jobs/{cron_job}" | "/api/v2/cron_jobs/{cron_job}/update") => {
             json!({"schedule": "*/5 * * * *", "docker_image": "nginx", "env_vars": {"X": true},
-                "entrypoint": ["/bin/sh"]})
+                "entrypoint": ["/bin/sh"], "healthcheck": {"disable": true}})
         }
         ("PUT" | "PATCH", "/api/v2/cron_jobs/{cron_job}/update") => {
             json!({"schedule": "5 * * * *", "running": false})
@@ -672,6 +673,7 @@ async fn flags_and_fields_match_the_handlers() {
             "docker_image",
             "entrypoint",
             "env_vars",
+            "healthcheck",
             "memory_limit_mb",
             "network_mode",
             "networks",

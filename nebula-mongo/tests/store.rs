@@ -11,6 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::{TestDb, server_url};
 use mongodb::bson::{Bson, doc};
+use nebula_core::healthcheck::{HealthTest, Healthcheck, Probe};
 use nebula_core::model::{
     App, AppName, AppSpec, ContainersPer, RestartMode, RolloutPolicy, StartingPort,
 };
@@ -79,6 +80,13 @@ fn full_app(incarnation: u64) -> App {
         wave_size: 3,
         min_healthy_seconds: 12,
     };
+    spec.healthcheck = Some(Healthcheck::Check(Probe {
+        test: Some(HealthTest::Cmd(vec!["wget".to_owned(), "-q".to_owned()])),
+        interval_secs: Some(10),
+        timeout_secs: Some(3),
+        retries: Some(4),
+        start_period_secs: Some(0),
+    }));
     App {
         app_name: AppName::parse("site").unwrap(),
         app_id: 42,

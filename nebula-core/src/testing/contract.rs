@@ -457,6 +457,7 @@ pub async fn runtime<R: Runtime>(rt: &R, image: &str, missing: &str, prefix: &st
         nano_cpus: None,
         command: Some(vec!["sleep".into(), "300".into()]),
         entrypoint: None,
+        healthcheck: None,
         labels: BTreeMap::from([
             (LABEL_ORCHESTRATOR.to_owned(), ORCHESTRATOR.to_owned()),
             (mark.0.to_owned(), mark.1.to_owned()),

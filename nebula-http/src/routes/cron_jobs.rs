@@ -23,7 +23,7 @@ use crate::dto;
 use crate::error::{ApiError, Dialect};
 
 /// Every field a client may set.
-const SETTABLE: [&str; 12] = [
+const SETTABLE: [&str; 13] = [
     "schedule",
     "docker_image",
     "env_vars",
@@ -36,6 +36,7 @@ const SETTABLE: [&str; 12] = [
     "cpu_limit",
     "run_command",
     "entrypoint",
+    "healthcheck",
 ];
 
 /// Fields of the stored document a client may echo back but not set; ignored.
@@ -176,6 +177,7 @@ fn patch(body: &Map<String, Value>) -> Result<CronJobPatch, Response> {
         })),
         run_command: read!("run_command", |v: &Value| dto::nullable(v, dto::strings)),
         entrypoint: read!("entrypoint", |v: &Value| dto::nullable(v, dto::strings)),
+        healthcheck: dto::healthcheck(body, &mut errors),
     };
     if errors.is_empty() {
         Ok(p)
