@@ -40,7 +40,7 @@ use crate::container::{
 };
 use crate::device_group::{DeviceGroupInfo, DeviceGroupName};
 use crate::model::{App, AppName};
-use crate::plan::{Action, AppPlan, plan_app, plan_removal};
+use crate::plan::{Action, AppPlan, Pull, plan_app, plan_removal};
 use crate::report::PullFallback;
 use crate::runtime::{RegistryAuth, Runtime, RuntimeError};
 use crate::schedule::HostResources;
@@ -657,6 +657,10 @@ impl Worker {
                     // Only replacements wait: a missing container comes back at once.
                     plan.actions
                         .retain(|a| !matches!(a, Action::Replace { .. }));
+                    if plan.pull == Pull::Always {
+                        // What is left re-creates missing containers: the local image will do.
+                        plan.pull = Pull::IfMissing;
+                    }
                     if !plan.is_empty() {
                         plans.push((name.to_string(), plan));
                     }

@@ -437,6 +437,38 @@ async fn restart_wait_delays_replacement_only() {
     }
 }
 
+#[tokio::test(start_paused = true)]
+async fn a_container_removed_during_a_restart_wait_comes_back_at_once() {
+    let rig = Rig::new();
+    rig.create("site", 1.0).await;
+    let config = WorkerConfig {
+        max_restart_wait: Duration::from_secs(20),
+        ..WorkerConfig::default()
+    };
+    let mut w = Worker::new(
+        Arc::new(rig.rt.clone()),
+        Arc::new(rig.manager.clone()),
+        None,
+        config,
+    );
+    w.sync().await.unwrap();
+    w.reconcile().await;
+    let kept = rig.rt.containers()["site-2"].id.clone();
+    rig.manager.restart_app(&app("site"), false).await.unwrap();
+    w.sync().await.unwrap();
+    rig.rt.remove_by_hand("site-1");
+    rig.rt.set_registry_down(true);
+    rig.rt.clear_calls();
+    let out = w.reconcile().await;
+    assert!(out.requeue_after.is_some(), "the replacement still waits");
+    assert_eq!(rig.names(), ["site-1", "site-2"], "{out:?}");
+    assert_eq!(rig.rt.containers()["site-2"].id, kept, "held, not replaced");
+    assert!(
+        !rig.rt.calls().iter().any(|c| matches!(c, Call::Pull(_))),
+        "the local image is used without asking the registry"
+    );
+}
+
 #[tokio::test]
 async fn standalone_owner_removes_only_its_own_orphans() {
     let rig = Rig::new();
