@@ -260,6 +260,16 @@ impl WorkerReport {
                 ));
             }
         }
+        for (app, status) in &self.apps_status {
+            if let Some(fallback) = &status.pull_fallback
+                && fallback.error.len() > MAX_PULL_ERROR_LEN
+            {
+                errors.push(FieldError::new(
+                    format!("apps_status.{app}.pull_fallback.error"),
+                    format!("must be at most {MAX_PULL_ERROR_LEN} bytes"),
+                ));
+            }
+        }
         if errors.is_empty() {
             Ok(())
         } else {

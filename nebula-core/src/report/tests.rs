@@ -383,6 +383,26 @@ fn validation_names_the_field() {
     r.hostname = "h".into();
     r.device_group = Some(String::new());
     assert_eq!(r.validate().unwrap_err()[0].field, "device_group");
+    r.device_group = None;
+    let fallback = PullFallback {
+        image: "site:1".into(),
+        image_id: "sha256:00".into(),
+        failure: PullFailure::Unreachable,
+        error: "x".repeat(MAX_PULL_ERROR_LEN + 1),
+        app_id: 1,
+        at: 1,
+    };
+    r.apps_status.insert(
+        "site".into(),
+        AppStatus {
+            pull_fallback: Some(fallback),
+            ..AppStatus::default()
+        },
+    );
+    assert_eq!(
+        r.validate().unwrap_err()[0].field,
+        "apps_status.site.pull_fallback.error"
+    );
 }
 
 #[test]
