@@ -76,6 +76,15 @@ impl Drop for BrokerUser {
     }
 }
 
+/// Removes an app's containers when dropped, also when the test fails.
+struct RemoveContainers<'a>(&'a str);
+
+impl Drop for RemoveContainers<'_> {
+    fn drop(&mut self) {
+        cleanup(self.0);
+    }
+}
+
 /// The `MESSAGE` each of `app`'s running containers has in its environment.
 fn messages(app: &str) -> Vec<String> {
     running(app)
@@ -149,6 +158,7 @@ async fn changes_the_broker_refused_reach_the_worker_once_it_takes_them_again() 
         .ready(&dir)
         .await;
     let app = unique("outbox");
+    let _remove = RemoveContainers(&app);
     let ports = free_port_range(2);
     let worker_id = unique("w");
     let worker = Worker::of(&uri, "admin", "pw")
@@ -256,6 +266,5 @@ async fn changes_the_broker_refused_reach_the_worker_once_it_takes_them_again() 
     drop(worker);
     drop(manager);
     drop(user);
-    cleanup(&app);
     let _ = std::fs::remove_dir_all(&dir);
 }
