@@ -235,6 +235,12 @@ pub async fn api_manager(
     };
     let manager = Manager::new(store, rabbit.clone().map(|b| b as Arc<dyn Bus>));
     let stop = shutdown_signal();
+    if rabbit.is_some() {
+        // What the broker did not take (or what a manager killed before its publish left)
+        // goes out as soon as the broker takes messages again.
+        let (manager, stop) = (manager.clone(), stop.clone());
+        tokio::spawn(async move { manager.republish(wait(stop)).await });
+    }
     if let Some(rabbit) = rabbit {
         tracing::info!(queue = %rabbit.config().report_queue, "taking worker reports from RabbitMQ");
         let (manager, stop) = (manager.clone(), stop.clone());

@@ -7,7 +7,11 @@
 //!   revision and retried on conflict.
 //! - The full new document is published after it is stored, addressed to the app and to the
 //!   device groups that list it (device group and cron job changes publish the whole state of
-//!   each group concerned); a lost publish only delays workers until their next check-in.
+//!   each group concerned). A publish the bus refuses never fails the command: it stays
+//!   pending and [`Manager::republish`] publishes the *current* state of what it was about as
+//!   soon as the bus takes messages again — also after a restart, and from any other manager
+//!   on the same store, because what was last published is kept in the store
+//!   ([`outbox`]: a publish mark per app and device group).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -25,6 +29,7 @@ use crate::worker::{DesiredSource, DesiredState, Selection, SourceError};
 
 mod cron_jobs;
 mod device_groups;
+pub mod outbox;
 mod reports;
 mod users;
 
@@ -117,12 +122,14 @@ impl AppPatch {
 pub struct Manager {
     store: Arc<dyn Store>,
     bus: Option<Arc<dyn Bus>>,
+    outbox: Arc<outbox::Outbox>,
 }
 
 impl std::fmt::Debug for Manager {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Manager")
             .field("bus", &self.bus.is_some())
+            .field("pending_publishes", &self.pending_publishes())
             .finish_non_exhaustive()
     }
 }
@@ -147,7 +154,11 @@ impl Manager {
     /// A manager over `store`, publishing to `bus` when there is one.
     #[must_use]
     pub fn new(store: Arc<dyn Store>, bus: Option<Arc<dyn Bus>>) -> Self {
-        Self { store, bus }
+        Self {
+            store,
+            bus,
+            outbox: Arc::default(),
+        }
     }
 
     /// The store, for health checks.
@@ -170,12 +181,14 @@ impl Manager {
         .await;
     }
 
+    /// Publishes `message`; a refusal is logged and left to [`Manager::republish`].
     async fn publish(&self, message: BusMessage) {
         if let Some(bus) = &self.bus
-            && let Err(error) = bus.publish(&message).await
+            && let Err(error) = self.publish_marked(bus.as_ref(), &message).await
         {
             let about = message.topics().swap_remove(0);
-            tracing::warn!(%about, %error, "publish failed; workers will pick the change up at check-in");
+            tracing::warn!(%about, %error, "publish failed; the change is published as soon as the bus takes messages again");
+            self.publish_pending(&message);
         }
     }
 

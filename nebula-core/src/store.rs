@@ -22,6 +22,9 @@ pub enum Collection {
     UserGroups,
     /// Worker reports, keyed by a sortable report id.
     Reports,
+    /// What the managers last published per topic (`app/<name>`, `dg/<group>`): the marks
+    /// the manager's outbox compares the stored state with (`manager::outbox`).
+    PublishMarks,
 }
 
 impl Collection {
@@ -35,17 +38,19 @@ impl Collection {
             Self::Users => "nebula_users",
             Self::UserGroups => "nebula_user_groups",
             Self::Reports => "nebula_reports",
+            Self::PublishMarks => "nebula_publish_marks",
         }
     }
 
     /// Every collection.
-    pub const ALL: [Self; 6] = [
+    pub const ALL: [Self; 7] = [
         Self::Apps,
         Self::DeviceGroups,
         Self::CronJobs,
         Self::Users,
         Self::UserGroups,
         Self::Reports,
+        Self::PublishMarks,
     ];
 }
 

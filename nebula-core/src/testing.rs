@@ -7,7 +7,9 @@
 pub mod contract;
 mod fake_runtime;
 mod memory_store;
+mod switchable_bus;
 
 pub use crate::bus::InProcessBus as InMemoryBus;
 pub use fake_runtime::{Call, FakeRuntime, fake_image_id};
 pub use memory_store::InMemoryStore;
+pub use switchable_bus::SwitchableBus;

@@ -4,7 +4,8 @@
 //! `mongo_max_pool_size` and `mongo_report_ttl`; this crate never reads the environment) and
 //! keeps every [`Collection`] in the database `schema_name`, in the original's collections:
 //! `nebula_apps`, `nebula_device_groups`, `nebula_cron_jobs`, `nebula_users`,
-//! `nebula_user_groups` and `nebula_reports` ([`Collection::name`]).
+//! `nebula_user_groups` and `nebula_reports` ([`Collection::name`]), plus
+//! `nebula_publish_marks` (what the managers last published, for their outbox).
 //!
 //! # Document layout
 //!

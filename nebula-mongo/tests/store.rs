@@ -257,7 +257,10 @@ async fn indexes_and_collections_are_made_once_and_follow_the_report_ttl() {
         .iter()
         .map(|c| c.name().to_owned())
         .collect();
-    assert_eq!(colls, want, "the original's six collections, nothing else");
+    assert_eq!(
+        colls, want,
+        "the original's six collections and the publish marks, nothing else"
+    );
 
     // Another report_ttl changes the index in place.
     let shorter = MongoConfig {

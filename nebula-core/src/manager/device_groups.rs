@@ -3,7 +3,7 @@
 //!
 //! After every write the group's whole state (what `/info` serves) is published for the
 //! group's workers; a delete publishes the deleted incarnation. A publish failure is logged,
-//! never returned: the workers converge at their next check-in.
+//! never returned: the change stays pending for the outbox (`manager::outbox`).
 
 use std::collections::BTreeMap;
 
@@ -393,7 +393,8 @@ impl Manager {
                 .await;
             }
             Err(error) => {
-                tracing::warn!(device_group = %group.device_group, %error, "cannot read the group's state to publish it; its workers will pick the change up at check-in");
+                tracing::warn!(device_group = %group.device_group, %error, "cannot read the group's state to publish it; it is published when it can be read");
+                self.device_group_pending(&group.device_group);
             }
         }
     }

@@ -141,6 +141,36 @@ pub async fn store<S: Store>(store: &S, prefix: &str) {
         let rev = store.get(coll, key).await.unwrap().unwrap().rev;
         store.delete(coll, key, rev).await.unwrap();
     }
+
+    // Every collection keeps its own documents, under keys of any shape Nebula uses.
+    let key = format!("app/{prefix}-every");
+    for c in Collection::ALL {
+        let rev = store
+            .put(c, &key, &json!({"in": c.name()}), Expect::Absent)
+            .await
+            .unwrap_or_else(|e| panic!("create in {}: {e}", c.name()));
+        assert_eq!(rev, 1, "first revision in {}", c.name());
+    }
+    for c in Collection::ALL {
+        let got = store.get(c, &key).await.unwrap().unwrap();
+        assert_eq!(
+            got.doc,
+            json!({"in": c.name()}),
+            "{} keeps its own document",
+            c.name()
+        );
+        assert!(
+            store.list(c).await.unwrap().iter().any(|(k, _)| *k == key),
+            "{} lists its document",
+            c.name()
+        );
+        store.delete(c, &key, 1).await.unwrap();
+        assert!(
+            store.get(c, &key).await.unwrap().is_none(),
+            "deleted from {}",
+            c.name()
+        );
+    }
 }
 
 fn app(name: &str, app_id: u64) -> App {
