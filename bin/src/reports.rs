@@ -10,110 +10,9 @@ use nebula_core::manager::Manager;
 use nebula_core::report::{DiskUsage, MemoryUsage};
 use nebula_core::worker::Worker;
 use nebula_core::worker::report::{HostProbe, HostUsage, ReportConfig, ReportSink, Reporter};
-use nebula_http::ReportsConfig;
 use tokio::sync::watch;
 
-use crate::config::Layers;
-
-/// How a worker reports (`NEBULA_REPORT_*`).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ReportSettings {
-    /// Whether the worker reports at all (`NEBULA_REPORT_ENABLED`, true).
-    pub enabled: bool,
-    /// Send only reports that changed (`NEBULA_REPORT_ON_UPDATE_ONLY`, or the original's
-    /// `REPORT_ON_UPDATE_ONLY`; false).
-    pub on_update_only: bool,
-    /// The hostname reports carry (`NEBULA_REPORT_HOSTNAME`, default the system's).
-    pub hostname: String,
-    /// Longest wait for one report to be accepted (`NEBULA_REPORT_TIMEOUT`, 10 s).
-    pub timeout: Duration,
-}
-
-/// How a worker manager sends its reports (`NEBULA_REPORT_TRANSPORT`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ReportTransport {
-    /// Published on RabbitMQ for the API managers to take, over HTTP whenever the broker does
-    /// not take one (`bus`, the default with RabbitMQ configured).
-    Bus,
-    /// `POST /api/v2/reports` to the manager (`http`, the default without RabbitMQ).
-    Http,
-}
-
-/// Reads `NEBULA_REPORT_TRANSPORT` (`bus` or `http`); `rabbit` tells whether RabbitMQ is
-/// configured, which `bus` needs and which makes it the default.
-pub fn report_transport(l: &mut Layers, rabbit: bool) -> ReportTransport {
-    let default = if rabbit {
-        ReportTransport::Bus
-    } else {
-        ReportTransport::Http
-    };
-    let Some((value, source)) = l.raw("nebula_report_transport") else {
-        return default;
-    };
-    match value.trim().to_lowercase().as_str() {
-        "" => default,
-        "http" => ReportTransport::Http,
-        "bus" if rabbit => ReportTransport::Bus,
-        "bus" => {
-            l.error(format!(
-                "{source}=bus needs RabbitMQ: set RABBIT_URL or RABBIT_HOST, or report over http"
-            ));
-            default
-        }
-        _ => {
-            l.error(format!("{source}={value:?}: must be bus or http"));
-            default
-        }
-    }
-}
-
-/// A setting under its Nebula name, or else under the original's name.
-fn either(l: &Layers, ours: &'static str, original: &'static str) -> &'static str {
-    if l.raw(ours).is_none() && l.raw(original).is_some() {
-        original
-    } else {
-        ours
-    }
-}
-
-impl ReportSettings {
-    /// Reads the worker's report settings.
-    pub fn read(l: &mut Layers) -> Self {
-        let on_update_only = either(l, "nebula_report_on_update_only", "report_on_update_only");
-        Self {
-            enabled: l.bool("nebula_report_enabled", true),
-            on_update_only: l.bool(on_update_only, false),
-            hostname: l
-                .string("nebula_report_hostname")
-                .unwrap_or_else(system_hostname),
-            timeout: l.seconds("nebula_report_timeout", 10, 1),
-        }
-    }
-}
-
-/// How long the API keeps reports (`NEBULA_REPORT_TTL`, or the original's `MONGO_REPORT_TTL`;
-/// 3600 s, at least 1).
-pub fn reports_config(l: &mut Layers) -> ReportsConfig {
-    let key = either(l, "nebula_report_ttl", "mongo_report_ttl");
-    ReportsConfig {
-        ttl: l.seconds(key, 3600, 1),
-    }
-}
-
-/// The system's hostname (`uname`'s node name, the container id inside a container, as the
-/// original's reports had it).
-#[must_use]
-pub fn system_hostname() -> String {
-    let name = rustix::system::uname()
-        .nodename()
-        .to_string_lossy()
-        .into_owned();
-    if name.is_empty() {
-        "unknown".to_owned()
-    } else {
-        name
-    }
-}
+use crate::config::ReportSettings;
 
 /// `worker`, reporting to `sink` after every check-in, when reports are enabled.
 #[must_use]
@@ -310,86 +209,10 @@ mod tests {
         let disk = usage.root_disk.unwrap();
         assert!(disk.total > 0 && disk.used + disk.free <= disk.total + 1);
         let _ = std::fs::remove_dir_all(&dir);
-        assert!(!system_hostname().is_empty());
+        assert!(!crate::config::system_hostname().is_empty());
         let real = ProcProbe::new().usage();
         if cfg!(target_os = "linux") {
             assert!(real.memory.is_some() && real.root_disk.is_some());
         }
-    }
-
-    #[test]
-    fn the_transport_is_the_bus_with_rabbitmq_unless_told_otherwise() {
-        let read = |value: Option<&str>, rabbit: bool| {
-            let env: Vec<(String, String)> = value
-                .map(|v| ("NEBULA_REPORT_TRANSPORT".to_owned(), v.to_owned()))
-                .into_iter()
-                .collect();
-            let mut l = Layers::new([], env, None);
-            let transport = report_transport(&mut l, rabbit);
-            (transport, l.finish().map_err(|e| e.0.join("\n")))
-        };
-        assert_eq!(read(None, true), (ReportTransport::Bus, Ok(())));
-        assert_eq!(read(None, false), (ReportTransport::Http, Ok(())));
-        assert_eq!(read(Some("http"), true), (ReportTransport::Http, Ok(())));
-        assert_eq!(read(Some(" BUS "), true), (ReportTransport::Bus, Ok(())));
-        assert_eq!(read(Some(""), true), (ReportTransport::Bus, Ok(())));
-        let (_, err) = read(Some("bus"), false);
-        let err = err.unwrap_err();
-        assert!(
-            err.contains("NEBULA_REPORT_TRANSPORT=bus") && err.contains("RABBIT_HOST"),
-            "{err}"
-        );
-        let (_, err) = read(Some("amqp"), true);
-        let err = err.unwrap_err();
-        assert!(
-            err.contains("NEBULA_REPORT_TRANSPORT=\"amqp\"") && err.contains("bus or http"),
-            "{err}"
-        );
-    }
-
-    #[test]
-    fn settings_take_our_name_then_the_original() {
-        let env = |pairs: &[(&str, &str)]| {
-            pairs
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                .collect::<Vec<_>>()
-        };
-        let mut l = Layers::new([], env(&[]), None);
-        let s = ReportSettings::read(&mut l);
-        assert!(s.enabled && !s.on_update_only);
-        assert_eq!(s.timeout, Duration::from_secs(10));
-        assert_eq!(reports_config(&mut l).ttl, Duration::from_secs(3600));
-        assert_eq!(l.finish(), Ok(()));
-
-        let mut l = Layers::new(
-            [],
-            env(&[
-                ("REPORT_ON_UPDATE_ONLY", "true"),
-                ("MONGO_REPORT_TTL", "60"),
-                ("NEBULA_REPORT_HOSTNAME", "edge-7"),
-                ("NEBULA_REPORT_ENABLED", "false"),
-            ]),
-            None,
-        );
-        let s = ReportSettings::read(&mut l);
-        assert!(!s.enabled && s.on_update_only);
-        assert_eq!(s.hostname, "edge-7");
-        assert_eq!(reports_config(&mut l).ttl, Duration::from_secs(60));
-        assert_eq!(l.finish(), Ok(()));
-
-        let mut l = Layers::new(
-            [],
-            env(&[
-                ("REPORT_ON_UPDATE_ONLY", "true"),
-                ("NEBULA_REPORT_ON_UPDATE_ONLY", "false"),
-                ("NEBULA_REPORT_TTL", "0"),
-            ]),
-            None,
-        );
-        assert!(!ReportSettings::read(&mut l).on_update_only);
-        reports_config(&mut l);
-        let errors = l.finish().unwrap_err().0;
-        assert!(errors[0].contains("NEBULA_REPORT_TTL"), "{errors:?}");
     }
 }

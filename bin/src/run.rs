@@ -16,16 +16,19 @@ use nebula_http::{ApiState, RouterOptions, router_with};
 use nebula_redb::RedbStore;
 use tokio::sync::watch;
 
+use crate::config::ReportTransport;
 use crate::config::{ApiConfig, EngineConfig, WorkerManagerConfig};
-use crate::reports::ReportTransport;
 
-/// Installs the log subscriber: `RUST_LOG` (default `info`), JSON when `NEBULA_LOG_FORMAT=json`.
+/// Installs the log subscriber on stdout: `RUST_LOG` (default `info`), JSON when
+/// `NEBULA_LOG_FORMAT=json`, colours only when stdout is a terminal.
 pub fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Colours only on a terminal: a log file or journal gets plain text.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_target(false);
+        .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()));
     if std::env::var("NEBULA_LOG_FORMAT").is_ok_and(|v| v == "json") {
         builder.json().init();
     } else {
@@ -116,15 +119,21 @@ pub fn instance_id(data_dir: &Path) -> anyhow::Result<String> {
     Ok(id)
 }
 
+/// The API's listener, bound before anything else starts, so that a taken or forbidden
+/// address stops the binary at once with a message naming it and where it was set.
+async fn listen(api: &ApiConfig) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(api.bind)
+        .await
+        .with_context(|| format!("cannot listen on {} ({})", api.bind, api.bind_source))
+}
+
 async fn serve(
+    listener: tokio::net::TcpListener,
     api: &ApiConfig,
     auth: AuthConfig,
     manager: Manager,
     stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    let listener = tokio::net::TcpListener::bind(api.bind)
-        .await
-        .with_context(|| format!("bind {}", api.bind))?;
     tracing::info!(
         bind = %listener.local_addr()?,
         auth = auth.enabled,
@@ -174,6 +183,7 @@ fn open_store(api: &ApiConfig) -> anyhow::Result<RedbStore> {
 /// # Errors
 /// Start-up failures (store, engine, bind).
 pub async fn standalone(api: ApiConfig, engine: EngineConfig) -> anyhow::Result<()> {
+    let listener = listen(&api).await?;
     let store = open_store(&api)?;
     let mut auth = api.auth.clone();
     if auth.enabled && auth.password.is_none() && auth.token.is_none() {
@@ -200,7 +210,7 @@ pub async fn standalone(api: ApiConfig, engine: EngineConfig) -> anyhow::Result<
     let worker = crate::reports::attach(worker, Arc::new(manager.clone()), &engine.report);
     let stop = shutdown_signal();
     let worker_task = tokio::spawn(worker.run(wait(stop.clone())));
-    let served = serve(&api, auth, manager, stop).await;
+    let served = serve(listener, &api, auth, manager, stop).await;
     worker_task.await.context("worker task")?;
     served
 }
@@ -214,6 +224,7 @@ pub async fn api_manager(
     rabbit: Option<nebula_rabbit::RabbitConfig>,
     mongo: Option<nebula_mongo::MongoConfig>,
 ) -> anyhow::Result<()> {
+    let listener = listen(&api).await?;
     let store: Arc<dyn nebula_core::store::Store> = match mongo {
         Some(config) => {
             let store = nebula_mongo::MongoStore::connect(&config)
@@ -246,7 +257,7 @@ pub async fn api_manager(
         let (manager, stop) = (manager.clone(), stop.clone());
         tokio::spawn(async move { manager.consume_reports(rabbit, wait(stop)).await });
     }
-    serve(&api, api.auth.clone(), manager, stop).await
+    serve(listener, &api, api.auth.clone(), manager, stop).await
 }
 
 /// A RabbitMQ bus; a broker that does not answer yet is logged, not fatal (workers poll, and

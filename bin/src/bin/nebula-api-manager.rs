@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use nebula_bin::config::{ApiConfig, Layers};
+use nebula_bin::config::{ApiConfig, Binary, Layers};
 
 #[derive(Parser)]
 #[command(
@@ -19,23 +19,27 @@ struct Cli {
     /// Directory of the embedded store [env: NEBULA_DATA_DIR] [default: ./nebula-data].
     #[arg(long)]
     data_dir: Option<String>,
-    /// Settings file, JSON or TOML, lower-case setting names.
+    /// Settings file, JSON or TOML, lower-case setting names [env: NEBULA_CONFIG] [default:
+    /// /etc/nebula/config.json when it exists].
     #[arg(long)]
     config: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let mut layers = Layers::new(
-        [("nebula_bind", cli.bind), ("nebula_data_dir", cli.data_dir)],
+    let mut layers = Layers::for_server(
+        [
+            ("nebula_bind", "--bind", cli.bind),
+            ("nebula_data_dir", "--data-dir", cli.data_dir),
+        ],
         std::env::vars(),
-        cli.config.as_deref(),
+        cli.config,
     );
+    layers.check_file_keys(Binary::ApiManager);
     let api = ApiConfig::read(&mut layers, "0.0.0.0:80", false);
     let rabbit = nebula_bin::config::rabbit(&mut layers, false);
     let mongo = nebula_bin::config::mongo(&mut layers);
-    let checked = layers.finish();
-    nebula_bin::run_main("nebula-api-manager", checked, || {
+    nebula_bin::run_main("nebula-api-manager", layers, || {
         nebula_bin::run::api_manager(api, rabbit, mongo)
     })
 }

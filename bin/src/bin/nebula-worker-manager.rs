@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use nebula_bin::config::{Layers, WorkerManagerConfig};
+use nebula_bin::config::{Binary, Layers, WorkerManagerConfig};
 
 #[derive(Parser)]
 #[command(
@@ -19,26 +19,27 @@ struct Cli {
     /// Comma-separated app names to run [env: APP_NAME].
     #[arg(long)]
     app_name: Option<String>,
-    /// Settings file, JSON or TOML, lower-case setting names.
+    /// Settings file, JSON or TOML, lower-case setting names [env: NEBULA_CONFIG] [default:
+    /// /etc/nebula/config.json when it exists].
     #[arg(long)]
     config: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let mut layers = Layers::new(
+    let mut layers = Layers::for_server(
         [
-            ("nebula_manager_uri", cli.manager_uri),
-            ("app_name", cli.app_name),
+            ("nebula_manager_uri", "--manager-uri", cli.manager_uri),
+            ("app_name", "--app-name", cli.app_name),
         ],
         std::env::vars(),
-        cli.config.as_deref(),
+        cli.config,
     );
+    layers.check_file_keys(Binary::WorkerManager);
     let config = WorkerManagerConfig::read(&mut layers);
     let rabbit = nebula_bin::config::rabbit(&mut layers, true);
-    let transport = nebula_bin::reports::report_transport(&mut layers, rabbit.is_some());
-    let checked = layers.finish();
-    nebula_bin::run_main("nebula-worker-manager", checked, || {
+    let transport = nebula_bin::config::report_transport(&mut layers, rabbit.is_some());
+    nebula_bin::run_main("nebula-worker-manager", layers, || {
         nebula_bin::run::worker_manager(config, rabbit, transport)
     })
 }

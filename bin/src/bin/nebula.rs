@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use nebula_bin::config::{ApiConfig, EngineConfig, Layers};
+use nebula_bin::config::{ApiConfig, Binary, EngineConfig, Layers};
 use nebula_core::worker::Selection;
 
 #[derive(Parser)]
@@ -29,7 +29,8 @@ enum Command {
         /// Directory of the embedded store [env: NEBULA_DATA_DIR] [default: ./nebula-data].
         #[arg(long)]
         data_dir: Option<String>,
-        /// Settings file, JSON or TOML, lower-case setting names.
+        /// Settings file, JSON or TOML, lower-case setting names [env: NEBULA_CONFIG]
+        /// [default: /etc/nebula/config.json when it exists].
         #[arg(long)]
         config: Option<PathBuf>,
         /// Seconds between full resyncs [env: NEBULA_MANAGER_CHECK_IN_TIME] [default: 30].
@@ -54,20 +55,28 @@ fn main() -> ExitCode {
         } => (bind, data_dir, config, check_in_time, reconcile_interval),
         Command::Client(command) => return nebula_bin::cli::run(&command),
     };
-    let mut layers = Layers::new(
+    let mut layers = Layers::for_server(
         [
-            ("nebula_bind", bind),
-            ("nebula_data_dir", data_dir),
-            ("nebula_manager_check_in_time", check_in_time),
-            ("nebula_reconcile_interval", reconcile_interval),
+            ("nebula_bind", "--bind", bind),
+            ("nebula_data_dir", "--data-dir", data_dir),
+            (
+                "nebula_manager_check_in_time",
+                "--check-in-time",
+                check_in_time,
+            ),
+            (
+                "nebula_reconcile_interval",
+                "--reconcile-interval",
+                reconcile_interval,
+            ),
         ],
         std::env::vars(),
-        config.as_deref(),
+        config,
     );
+    layers.check_file_keys(Binary::Standalone);
     let api = ApiConfig::read(&mut layers, "127.0.0.1:8080", true);
     let engine = EngineConfig::read(&mut layers, Selection::All);
-    let checked = layers.finish();
-    nebula_bin::run_main("nebula", checked, || {
+    nebula_bin::run_main("nebula", layers, || {
         nebula_bin::run::standalone(api, engine)
     })
 }

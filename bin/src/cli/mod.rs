@@ -283,13 +283,25 @@ impl Settings {
 pub fn layers(opts: &ClientOpts, env: impl IntoIterator<Item = (String, String)>) -> Layers {
     Layers::new(
         [
-            ("nebula_manager_uri", opts.manager_uri.clone()),
-            ("nebula_manager_auth_user", opts.user.clone()),
-            ("nebula_manager_auth_password", opts.password.clone()),
-            ("nebula_manager_auth_token", opts.token.clone()),
-            ("nebula_manager_ca_file", opts.ca_file.clone()),
-            ("nebula_manager_request_timeout", opts.timeout.clone()),
-            ("nebula_output", opts.output.clone()),
+            (
+                "nebula_manager_uri",
+                "--manager-uri",
+                opts.manager_uri.clone(),
+            ),
+            ("nebula_manager_auth_user", "--user", opts.user.clone()),
+            (
+                "nebula_manager_auth_password",
+                "--password",
+                opts.password.clone(),
+            ),
+            ("nebula_manager_auth_token", "--token", opts.token.clone()),
+            ("nebula_manager_ca_file", "--ca-file", opts.ca_file.clone()),
+            (
+                "nebula_manager_request_timeout",
+                "--timeout",
+                opts.timeout.clone(),
+            ),
+            ("nebula_output", "--output", opts.output.clone()),
         ],
         env,
         opts.config.as_deref(),
@@ -307,7 +319,11 @@ pub fn run(command: &Command) -> ExitCode {
         }
     };
     let mut layers = layers(opts, std::env::vars());
+    layers.check_file_keys(config::Binary::Client);
     let settings = Settings::read(&mut layers);
+    for warning in layers.warnings() {
+        eprintln!("nebula: warning: {warning}");
+    }
     if let Err(e) = layers.finish() {
         eprint!("nebula: {e}");
         return ExitCode::from(2);
