@@ -20,6 +20,7 @@ pub enum Apps {
     Create {
         /// The app.
         name: String,
+        /// The document.
         #[command(flatten)]
         doc: Document,
     },
@@ -28,6 +29,7 @@ pub enum Apps {
     Update {
         /// The app.
         name: String,
+        /// The document and how it is applied.
         #[command(flatten)]
         update: UpdateArgs,
     },

@@ -20,6 +20,7 @@ pub enum CronJobs {
     Create {
         /// The cron job.
         name: String,
+        /// The document.
         #[command(flatten)]
         doc: Document,
     },
@@ -27,6 +28,7 @@ pub enum CronJobs {
     Update {
         /// The cron job.
         name: String,
+        /// The document and how it is applied.
         #[command(flatten)]
         update: UpdateArgs,
     },

@@ -25,6 +25,7 @@ pub enum DeviceGroups {
     Create {
         /// The device group.
         name: String,
+        /// The document.
         #[command(flatten)]
         doc: OptionalDocument,
     },
@@ -32,6 +33,7 @@ pub enum DeviceGroups {
     Update {
         /// The device group.
         name: String,
+        /// The document and how it is applied.
         #[command(flatten)]
         update: UpdateArgs,
     },

@@ -83,6 +83,7 @@ pub struct OptionalDocument {
 /// An update: the document, and whether it replaces or patches.
 #[derive(Args, Debug, Clone, PartialEq, Eq)]
 pub struct UpdateArgs {
+    /// The document.
     #[command(flatten)]
     pub doc: Document,
     /// Change only the fields given (PATCH); without it the document replaces the whole
@@ -155,53 +156,67 @@ impl UpdateArgs {
 pub enum Command {
     /// Apps: list, get, create, update, delete, stop, start, restart, status.
     Apps {
+        /// What to do.
         #[command(subcommand)]
         verb: apps::Apps,
+        /// Where the manager is and how to call it.
         #[command(flatten)]
         opts: ClientOpts,
     },
     /// Device groups: list, get, info, create, update, delete, prune.
     DeviceGroups {
+        /// What to do.
         #[command(subcommand)]
         verb: device_groups::DeviceGroups,
+        /// Where the manager is and how to call it.
         #[command(flatten)]
         opts: ClientOpts,
     },
     /// Cron jobs: list, get, create, update, delete.
     CronJobs {
+        /// What to do.
         #[command(subcommand)]
         verb: cron_jobs::CronJobs,
+        /// Where the manager is and how to call it.
         #[command(flatten)]
         opts: ClientOpts,
     },
     /// Users (admin): list, get, create, update, delete, refresh.
     Users {
+        /// What to do.
         #[command(subcommand)]
         verb: users::Users,
+        /// Where the manager is and how to call it.
         #[command(flatten)]
         opts: ClientOpts,
     },
     /// User groups (admin): list, get, create, update, delete.
     UserGroups {
+        /// What to do.
         #[command(subcommand)]
         verb: users::UserGroups,
+        /// Where the manager is and how to call it.
         #[command(flatten)]
         opts: ClientOpts,
     },
     /// The workers' reports.
     Reports {
+        /// What to do.
         #[command(subcommand)]
         verb: reports::Reports,
+        /// Where the manager is and how to call it.
         #[command(flatten)]
         opts: ClientOpts,
     },
     /// Removes unused images on every host of every device group.
     Prune {
+        /// Where the manager is and how to call it.
         #[command(flatten)]
         opts: ClientOpts,
     },
     /// Checks that the manager answers, with these credentials.
     Ping {
+        /// Where the manager is and how to call it.
         #[command(flatten)]
         opts: ClientOpts,
     },

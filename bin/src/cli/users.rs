@@ -20,6 +20,7 @@ pub enum Users {
     Create {
         /// The user.
         name: String,
+        /// The document.
         #[command(flatten)]
         doc: OptionalDocument,
     },
@@ -27,6 +28,7 @@ pub enum Users {
     Update {
         /// The user.
         name: String,
+        /// The document.
         #[command(flatten)]
         doc: Document,
     },
@@ -57,6 +59,7 @@ pub enum UserGroups {
     Create {
         /// The user group.
         name: String,
+        /// The document.
         #[command(flatten)]
         doc: OptionalDocument,
     },
@@ -64,6 +67,7 @@ pub enum UserGroups {
     Update {
         /// The user group.
         name: String,
+        /// The document.
         #[command(flatten)]
         doc: Document,
     },
