@@ -1,5 +1,5 @@
 //! The cron job document: a container every worker of the job's device groups runs on a
-//! schedule.
+//! schedule, and that schedule parsed ([`Schedule`]).
 //!
 //! [`CronJob`] is what the Store keeps, what `/info` carries to workers and what the API
 //! returns. Its versions work as the app's: `cron_job_id` is 1 on create and +1 on every
@@ -14,13 +14,79 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+use chrono::{DateTime, Utc};
+use croner::Cron;
+use croner::parser::{CronParser, Seconds, Year};
 use serde::{Deserialize, Serialize};
 
-use crate::cron_schedule::Schedule;
 use crate::healthcheck::Healthcheck;
 use crate::model::{AppSpec, DEFAULT_NETWORKS};
 use crate::store::StoreError;
 use crate::validate::{self, FieldError};
+
+/// Longest schedule accepted.
+pub const MAX_SCHEDULE_LEN: usize = 256;
+/// A parsed 5-field cron schedule.
+#[derive(Clone, Debug)]
+pub struct Schedule {
+    cron: Cron,
+    text: String,
+}
+
+impl PartialEq for Schedule {
+    fn eq(&self, other: &Self) -> bool {
+        self.text == other.text
+    }
+}
+
+pub(crate) fn at(unix: u64) -> Option<DateTime<Utc>> {
+    DateTime::from_timestamp(i64::try_from(unix).ok()?, 0)
+}
+
+impl Schedule {
+    /// Parses a schedule: exactly 5 fields (or an alias such as `@hourly`), at most
+    /// [`MAX_SCHEDULE_LEN`] characters, and one that fires at least once.
+    ///
+    /// # Errors
+    /// The rule broken, as text.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        const RULE: &str = "must be a 5-field cron schedule (minute hour day-of-month month day-of-week), such as \"*/5 * * * *\"";
+        if text.len() > MAX_SCHEDULE_LEN {
+            return Err(format!("{RULE}; at most {MAX_SCHEDULE_LEN} characters"));
+        }
+        let cron = CronParser::builder()
+            .seconds(Seconds::Disallowed)
+            .year(Year::Disallowed)
+            // `0/10` as `*/10` from 0, as croniter (the original's parser) accepts it.
+            .sloppy_ranges(true)
+            .build()
+            .parse(text)
+            .map_err(|e| format!("{RULE}: {e}"))?;
+        let schedule = Self {
+            cron,
+            text: text.to_owned(),
+        };
+        // 2000-01-01: a leap year, so `0 0 29 2 *` fires; a date that never exists does not.
+        if schedule.next_after(946_684_800).is_none() {
+            return Err(format!("{RULE}; this one never fires"));
+        }
+        Ok(schedule)
+    }
+
+    /// The schedule as given.
+    #[must_use]
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    /// The first run strictly after `unix` (seconds), in unix seconds; `None` when it never
+    /// runs again.
+    #[must_use]
+    pub fn next_after(&self, unix: u64) -> Option<u64> {
+        let next = self.cron.find_next_occurrence(&at(unix)?, false).ok()?;
+        u64::try_from(next.timestamp()).ok()
+    }
+}
 
 /// A validated cron job name (the app name rule, on field `cron_job_name`).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

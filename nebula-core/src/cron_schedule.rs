@@ -4,20 +4,19 @@
 //! Schedules are standard 5-field cron (`minute hour day-of-month month day-of-week`, with
 //! names, ranges, lists, steps and `@hourly`-style aliases), parsed by `croner` and evaluated
 //! in UTC. As with Vixie cron, when both day fields are restricted a day matching either runs.
+//! [`Schedule`] itself lives with the cron job document (`cron_job`, which validates it) and
+//! is re-exported here, so this module builds on `cron_job` and never the other way round.
 //!
 //! Nothing here reads a clock: `now` is always an argument.
 
 use std::collections::{BTreeMap, BTreeSet};
-
-use chrono::{DateTime, Utc};
-use croner::Cron;
-use croner::parser::{CronParser, Seconds, Year};
 
 use crate::container::{
     ContainerId, ContainerSpec, ContainerState, LABEL_CONTAINER_TYPE, LABEL_INCARNATION,
     LABEL_ORCHESTRATOR, LABEL_OWNER, NetworkMode, ORCHESTRATOR, ObservedContainer,
 };
 use crate::cron_job::CronJob;
+pub use crate::cron_job::{MAX_SCHEDULE_LEN, Schedule};
 use crate::model::DEFAULT_NETWORKS;
 
 /// Label: the cron job's name (as the original's `cron_job_name` label).
@@ -28,73 +27,9 @@ pub const CONTAINER_TYPE_CRON_JOB: &str = "cron_job";
 pub const LABEL_CRON_JOB_ID: &str = "nebula.cron_job_id";
 /// Label: the scheduled run (unix seconds) the container is for.
 pub const LABEL_SCHEDULED_AT: &str = "nebula.scheduled_at";
-/// Longest schedule accepted.
-pub const MAX_SCHEDULE_LEN: usize = 256;
 /// A cron container still `created` (never started) this long after its creation is
 /// treated as finished.
 pub const CREATED_GRACE_SECS: u64 = 60;
-
-/// A parsed 5-field cron schedule.
-#[derive(Clone, Debug)]
-pub struct Schedule {
-    cron: Cron,
-    text: String,
-}
-
-impl PartialEq for Schedule {
-    fn eq(&self, other: &Self) -> bool {
-        self.text == other.text
-    }
-}
-
-fn at(unix: u64) -> Option<DateTime<Utc>> {
-    DateTime::from_timestamp(i64::try_from(unix).ok()?, 0)
-}
-
-impl Schedule {
-    /// Parses a schedule: exactly 5 fields (or an alias such as `@hourly`), at most
-    /// [`MAX_SCHEDULE_LEN`] characters, and one that fires at least once.
-    ///
-    /// # Errors
-    /// The rule broken, as text.
-    pub fn parse(text: &str) -> Result<Self, String> {
-        const RULE: &str = "must be a 5-field cron schedule (minute hour day-of-month month day-of-week), such as \"*/5 * * * *\"";
-        if text.len() > MAX_SCHEDULE_LEN {
-            return Err(format!("{RULE}; at most {MAX_SCHEDULE_LEN} characters"));
-        }
-        let cron = CronParser::builder()
-            .seconds(Seconds::Disallowed)
-            .year(Year::Disallowed)
-            // `0/10` as `*/10` from 0, as croniter (the original's parser) accepts it.
-            .sloppy_ranges(true)
-            .build()
-            .parse(text)
-            .map_err(|e| format!("{RULE}: {e}"))?;
-        let schedule = Self {
-            cron,
-            text: text.to_owned(),
-        };
-        // 2000-01-01: a leap year, so `0 0 29 2 *` fires; a date that never exists does not.
-        if schedule.next_after(946_684_800).is_none() {
-            return Err(format!("{RULE}; this one never fires"));
-        }
-        Ok(schedule)
-    }
-
-    /// The schedule as given.
-    #[must_use]
-    pub fn as_str(&self) -> &str {
-        &self.text
-    }
-
-    /// The first run strictly after `unix` (seconds), in unix seconds; `None` when it never
-    /// runs again.
-    #[must_use]
-    pub fn next_after(&self, unix: u64) -> Option<u64> {
-        let next = self.cron.find_next_occurrence(&at(unix)?, false).ok()?;
-        u64::try_from(next.timestamp()).ok()
-    }
-}
 
 /// The container name of the run of `job` scheduled at `unix`: `<job>-<unix>-1`. Every host
 /// of a group names the same run the same, and a restarted worker never runs it twice.
@@ -244,6 +179,7 @@ pub fn plan_cron_cleanup(
 mod tests {
     use super::*;
     use crate::container::Health;
+    use crate::cron_job::at;
     use crate::cron_job::{CronJobName, CronJobSpec};
     use proptest::prelude::*;
 

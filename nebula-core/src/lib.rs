@@ -13,6 +13,7 @@ pub mod container;
 pub mod cron_job;
 pub mod cron_schedule;
 pub mod device_group;
+pub mod field;
 pub mod healthcheck;
 pub mod image;
 pub mod manager;

@@ -12,6 +12,13 @@
 //!   soon as the bus takes messages again — also after a restart, and from any other manager
 //!   on the same store, because what was last published is kept in the store
 //!   ([`outbox`]: a publish mark per app and device group).
+//!
+//! # Stored kinds
+//! Every command reads and writes through the typed document layer (`manager::document`):
+//! a stored kind implements `Document` (its collection, its key, its not-found / exists /
+//! contended errors), and one generic `create`, `get`, `list`, `modify` (read-modify-CAS with
+//! the retry) and `delete` serve every kind. Adding a stored kind: define the type, impl
+//! `Document` next to its commands (a few lines), write the commands with the generic ops.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -23,12 +30,14 @@ use crate::bus::{Bus, BusMessage};
 use crate::model::{
     App, AppName, AppSpec, ContainersPer, PullPolicy, RestartMode, RolloutPolicy, StartingPort,
 };
-use crate::store::{Collection, Expect, Store, StoreError, Stored};
+use crate::store::{Collection, Store, StoreError};
 use crate::validate::{self, FieldError};
 use crate::worker::{DesiredSource, DesiredState, Selection, SourceError};
+use document::Document;
 
 mod cron_jobs;
 mod device_groups;
+mod document;
 pub mod outbox;
 mod reports;
 mod users;
@@ -134,13 +143,21 @@ impl std::fmt::Debug for Manager {
     }
 }
 
-fn decode(stored: &Stored) -> Result<App, ManagerError> {
-    serde_json::from_value(stored.doc.clone())
-        .map_err(|e| StoreError::Corrupt(e.to_string()).into())
-}
-
-fn encode(app: &App) -> Result<serde_json::Value, ManagerError> {
-    serde_json::to_value(app).map_err(|e| StoreError::Corrupt(e.to_string()).into())
+impl Document for App {
+    const COLLECTION: Collection = Collection::Apps;
+    type Error = ManagerError;
+    fn key(&self) -> String {
+        self.app_name.to_string()
+    }
+    fn not_found() -> ManagerError {
+        ManagerError::AppNotFound
+    }
+    fn exists() -> ManagerError {
+        ManagerError::AppExists
+    }
+    fn contended() -> ManagerError {
+        ManagerError::Contended
+    }
 }
 
 fn new_incarnation() -> u64 {
@@ -210,12 +227,7 @@ impl Manager {
     /// # Errors
     /// Store failures.
     pub async fn list_full(&self) -> Result<Vec<App>, ManagerError> {
-        self.store
-            .list(Collection::Apps)
-            .await?
-            .iter()
-            .map(|(_, s)| decode(s))
-            .collect()
+        document::list(self.store.as_ref()).await
     }
 
     /// One app.
@@ -223,12 +235,10 @@ impl Manager {
     /// # Errors
     /// [`ManagerError::AppNotFound`], store failures.
     pub async fn get_app(&self, name: &AppName) -> Result<App, ManagerError> {
-        let stored = self
-            .store
-            .get(Collection::Apps, name.as_str())
+        document::get(self.store.as_ref(), name.as_str())
             .await?
-            .ok_or(ManagerError::AppNotFound)?;
-        decode(&stored)
+            .map(|(_, app)| app)
+            .ok_or(ManagerError::AppNotFound)
     }
 
     /// Creates an app at `app_id` 1 with a new incarnation.
@@ -246,20 +256,7 @@ impl Manager {
             prune_generation: 0,
             spec,
         };
-        match self
-            .store
-            .put(
-                Collection::Apps,
-                app.app_name.as_str(),
-                &encode(&app)?,
-                Expect::Absent,
-            )
-            .await
-        {
-            Ok(_) => {}
-            Err(StoreError::Conflict { .. }) => return Err(ManagerError::AppExists),
-            Err(e) => return Err(e.into()),
-        }
+        document::create(self.store.as_ref(), &app).await?;
         tracing::info!(app = %app.app_name, "app created");
         self.publish_app(&app).await;
         Ok(app)
@@ -282,37 +279,22 @@ impl Manager {
         // lacks the app's document also carries the higher id workers act on; and again after
         // the delete, for a group that took the app meanwhile.
         let device_groups = self.remove_app_from_device_groups(name).await?;
-        for _ in 0..CAS_ATTEMPTS {
-            let stored = self
-                .store
-                .get(Collection::Apps, name.as_str())
-                .await?
-                .ok_or(ManagerError::AppNotFound)?;
-            let app = decode(&stored)?;
-            match self
-                .store
-                .delete(Collection::Apps, name.as_str(), stored.rev)
-                .await
-            {
-                Ok(()) => {
-                    tracing::info!(app = %name, "app deleted");
-                    self.publish(BusMessage::AppDeleted {
-                        app_name: name.clone(),
-                        incarnation: app.incarnation,
-                        device_groups: device_groups.clone(),
-                    })
-                    .await;
-                    if let Err(error) = self.remove_app_from_device_groups(name).await {
-                        tracing::warn!(app = %name, %error, "second pass over device groups failed");
-                    }
-                    return Ok(());
-                }
-                Err(StoreError::Conflict { found: None }) => return Err(ManagerError::AppNotFound),
-                Err(StoreError::Conflict { .. }) => {}
-                Err(e) => return Err(e.into()),
-            }
+        let incarnation =
+            document::delete::<App, _>(self.store.as_ref(), name.as_str(), |stored| {
+                Ok(document::decode::<App>(name.as_str(), stored)?.incarnation)
+            })
+            .await?;
+        tracing::info!(app = %name, "app deleted");
+        self.publish(BusMessage::AppDeleted {
+            app_name: name.clone(),
+            incarnation,
+            device_groups,
+        })
+        .await;
+        if let Err(error) = self.remove_app_from_device_groups(name).await {
+            tracing::warn!(app = %name, %error, "second pass over device groups failed");
         }
-        Err(ManagerError::Contended)
+        Ok(())
     }
 
     /// Read-modify-write with compare-and-swap: `change` edits the app (and may refuse); the
@@ -322,37 +304,16 @@ impl Manager {
         name: &AppName,
         mut change: impl FnMut(&mut App) -> Result<(), ManagerError>,
     ) -> Result<App, ManagerError> {
-        for _ in 0..CAS_ATTEMPTS {
-            let stored = self
-                .store
-                .get(Collection::Apps, name.as_str())
-                .await?
-                .ok_or(ManagerError::AppNotFound)?;
-            let mut app = decode(&stored)?;
-            change(&mut app)?;
+        let (app, _) = document::modify(self.store.as_ref(), name.as_str(), |app: &mut App| {
+            change(app)?;
             validate::spec(&app.spec).map_err(ManagerError::Invalid)?;
             app.app_id += 1;
-            match self
-                .store
-                .put(
-                    Collection::Apps,
-                    name.as_str(),
-                    &encode(&app)?,
-                    Expect::Rev(stored.rev),
-                )
-                .await
-            {
-                Ok(_) => {
-                    tracing::info!(app = %name, app_id = app.app_id, "app changed");
-                    self.publish_app(&app).await;
-                    return Ok(app);
-                }
-                Err(StoreError::Conflict { found: None }) => return Err(ManagerError::AppNotFound),
-                Err(StoreError::Conflict { .. }) => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Err(ManagerError::Contended)
+            Ok(())
+        })
+        .await?;
+        tracing::info!(app = %name, app_id = app.app_id, "app changed");
+        self.publish_app(&app).await;
+        Ok(app)
     }
 
     /// Sets `running: false`; workers remove the app's containers.

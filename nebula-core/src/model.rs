@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 /// The default networks of a v2 app: the `nebula` user bridge, then Docker's `bridge`.
 pub const DEFAULT_NETWORKS: [&str; 2] = ["nebula", "bridge"];
 
-/// A validated app name (see [`crate::validate::app_name`]).
+/// A validated app name (see [`crate::field::app_name`]).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct AppName(String);
@@ -22,9 +22,9 @@ impl AppName {
     /// Validates `name` as an app name.
     ///
     /// # Errors
-    /// A [`crate::validate::FieldError`] naming `app_name` and the rule broken.
-    pub fn parse(name: &str) -> Result<Self, crate::validate::FieldError> {
-        crate::validate::app_name(name)?;
+    /// A [`crate::field::FieldError`] naming `app_name` and the rule broken.
+    pub fn parse(name: &str) -> Result<Self, crate::field::FieldError> {
+        crate::field::app_name(name)?;
         Ok(Self(name.to_owned()))
     }
 
@@ -93,8 +93,7 @@ impl ContainersPer {
             return Err("must be a positive number");
         }
         let whole = || {
-            if value.fract() == 0.0 && value <= f64::from(crate::validate::MAX_CONTAINERS_PER_HOST)
-            {
+            if value.fract() == 0.0 && value <= f64::from(crate::field::MAX_CONTAINERS_PER_HOST) {
                 #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
                 Ok(value as u32)
             } else {
@@ -155,7 +154,36 @@ pub enum StartingPort {
     },
 }
 
+fn port_number(value: &serde_json::Value) -> Option<u16> {
+    let n = match value {
+        serde_json::Value::Number(n) => n.as_u64()?,
+        serde_json::Value::String(s) => s.trim().parse::<u64>().ok()?,
+        _ => return None,
+    };
+    u16::try_from(n).ok().filter(|p| *p >= 1)
+}
+
 impl StartingPort {
+    /// Parses one `starting_ports` entry: an integer, or a one-key object `{"host": "container"}`.
+    ///
+    /// # Errors
+    /// The rule broken, as text.
+    pub fn from_json(value: &serde_json::Value) -> Result<Self, String> {
+        const RULE: &str = "each entry must be a port number (1-65535) or a {\"host_port\": \"container_port\"} object";
+        match value {
+            serde_json::Value::Number(_) => port_number(value)
+                .map(StartingPort::Same)
+                .ok_or_else(|| RULE.into()),
+            serde_json::Value::Object(map) if map.len() == 1 => {
+                let (host, container) = map.iter().next().ok_or(RULE)?;
+                let host = port_number(&serde_json::Value::String(host.clone())).ok_or(RULE)?;
+                let container = port_number(container).ok_or(RULE)?;
+                Ok(StartingPort::Mapped { host, container })
+            }
+            _ => Err(RULE.into()),
+        }
+    }
+
     /// The host port of container 1.
     #[must_use]
     pub fn host(&self) -> u16 {
@@ -189,7 +217,7 @@ impl Serialize for StartingPort {
 impl<'de> Deserialize<'de> for StartingPort {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let value = serde_json::Value::deserialize(d)?;
-        crate::validate::starting_port(&value).map_err(de::Error::custom)
+        Self::from_json(&value).map_err(de::Error::custom)
     }
 }
 

@@ -3,6 +3,10 @@
 //! Documents are JSON values grouped in [`Collection`]s. Every write names the revision it
 //! expects, so two API managers never lose each other's updates: the loser gets
 //! [`StoreError::Conflict`], re-reads and tries again.
+//!
+//! The manager reads and writes typed documents over this seam (`manager::document`: a
+//! stored kind implements `Document`, and one generic create / modify / delete holds the
+//! compare-and-swap retry).
 
 use async_trait::async_trait;
 
@@ -88,6 +92,18 @@ pub enum StoreError {
     /// The backend holds something it cannot read.
     #[error("store data corrupt: {0}")]
     Corrupt(String),
+    /// A stored document is not of the kind its collection holds (or a document does not
+    /// serialize); the decoder's error is the source.
+    #[error("store data corrupt: {collection}/{key}: {source}")]
+    Malformed {
+        /// The collection's name.
+        collection: &'static str,
+        /// The document's key.
+        key: String,
+        /// Why it does not decode.
+        #[source]
+        source: serde_json::Error,
+    },
 }
 
 /// Durable documents with compare-and-swap.

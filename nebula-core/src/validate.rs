@@ -1,95 +1,21 @@
 //! Validation: every rule names its field and says what it wants.
 
 use std::collections::BTreeSet;
-use std::fmt;
 
 use crate::model::{AppSpec, ContainersPer, StartingPort};
 
-/// Longest app name: `<name>-<index>` must stay a valid Docker container name.
-pub const MAX_APP_NAME_LEN: usize = 63;
-/// Most containers one rule may ask per host.
-pub const MAX_CONTAINERS_PER_HOST: u32 = 1024;
-/// Most entries in any list field, and most env vars.
-pub const MAX_LIST_LEN: usize = 256;
-/// Longest string in any field (image, env value, volume, ...).
-pub const MAX_STRING_LEN: usize = 4096;
+pub use crate::field::{
+    FieldError, MAX_APP_NAME_LEN, MAX_CONTAINERS_PER_HOST, MAX_LIST_LEN, MAX_STRING_LEN, app_name,
+    object_name,
+};
 
-/// A rule a field broke.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{field}: {rule}")]
-pub struct FieldError {
-    /// The field, as the API names it (`starting_ports`, `env_vars.FOO`, ...).
-    pub field: String,
-    /// What the field must be.
-    pub rule: String,
-}
-
-impl FieldError {
-    /// A new error for `field`.
-    pub fn new(field: impl Into<String>, rule: impl fmt::Display) -> Self {
-        Self {
-            field: field.into(),
-            rule: rule.to_string(),
-        }
-    }
-}
-
-fn is_name_char(c: char) -> bool {
-    c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')
-}
-
-/// App, network and other object names: `[A-Za-z0-9][A-Za-z0-9_.-]*`, 1 to 63 characters.
-///
-/// # Errors
-/// A [`FieldError`] on `app_name`.
-pub fn app_name(name: &str) -> Result<(), FieldError> {
-    object_name("app_name", name)
-}
-
-/// The name rule shared by apps and other named objects.
-///
-/// # Errors
-/// A [`FieldError`] on `field`.
-pub fn object_name(field: &str, name: &str) -> Result<(), FieldError> {
-    let rule = "must be 1 to 63 characters of A-Z a-z 0-9 _ . - starting with a letter or digit";
-    let mut chars = name.chars();
-    match chars.next() {
-        Some(c) if c.is_ascii_alphanumeric() => {}
-        _ => return Err(FieldError::new(field, rule)),
-    }
-    if name.len() > MAX_APP_NAME_LEN || !chars.all(is_name_char) {
-        return Err(FieldError::new(field, rule));
-    }
-    Ok(())
-}
-
-fn port_number(value: &serde_json::Value) -> Option<u16> {
-    let n = match value {
-        serde_json::Value::Number(n) => n.as_u64()?,
-        serde_json::Value::String(s) => s.trim().parse::<u64>().ok()?,
-        _ => return None,
-    };
-    u16::try_from(n).ok().filter(|p| *p >= 1)
-}
-
-/// Parses one `starting_ports` entry: an integer, or a one-key object `{"host": "container"}`.
+/// Parses one `starting_ports` entry: an integer, or a one-key object `{"host": "container"}`
+/// ([`StartingPort::from_json`]).
 ///
 /// # Errors
 /// The rule broken, as text.
 pub fn starting_port(value: &serde_json::Value) -> Result<StartingPort, String> {
-    const RULE: &str = "each entry must be a port number (1-65535) or a {\"host_port\": \"container_port\"} object";
-    match value {
-        serde_json::Value::Number(_) => port_number(value)
-            .map(StartingPort::Same)
-            .ok_or_else(|| RULE.into()),
-        serde_json::Value::Object(map) if map.len() == 1 => {
-            let (host, container) = map.iter().next().ok_or(RULE)?;
-            let host = port_number(&serde_json::Value::String(host.clone())).ok_or(RULE)?;
-            let container = port_number(container).ok_or(RULE)?;
-            Ok(StartingPort::Mapped { host, container })
-        }
-        _ => Err(RULE.into()),
-    }
+    StartingPort::from_json(value)
 }
 
 /// Checks the parts of a `docker_image` reference.

@@ -3,20 +3,29 @@
 //! their device groups: after a change, the whole state of every group that lists the job is
 //! published (and served by `/info`).
 
-use super::{CAS_ATTEMPTS, Manager, new_incarnation};
+use super::document::{self, Document};
+use super::{Manager, new_incarnation};
 use crate::cron_job::{
     CronJob, CronJobError, CronJobName, CronJobPatch, CronJobSpec, validate_spec,
 };
-use crate::store::{Collection, Expect, StoreError, Stored};
+use crate::store::Collection;
 use crate::validate::FieldError;
 
-fn decode(stored: &Stored) -> Result<CronJob, CronJobError> {
-    serde_json::from_value(stored.doc.clone())
-        .map_err(|e| StoreError::Corrupt(format!("cron job: {e}")).into())
-}
-
-fn encode(job: &CronJob) -> Result<serde_json::Value, CronJobError> {
-    serde_json::to_value(job).map_err(|e| StoreError::Corrupt(e.to_string()).into())
+impl Document for CronJob {
+    const COLLECTION: Collection = Collection::CronJobs;
+    type Error = CronJobError;
+    fn key(&self) -> String {
+        self.cron_job_name.to_string()
+    }
+    fn not_found() -> CronJobError {
+        CronJobError::NotFound
+    }
+    fn exists() -> CronJobError {
+        CronJobError::Exists
+    }
+    fn contended() -> CronJobError {
+        CronJobError::Contended
+    }
 }
 
 impl Manager {
@@ -38,12 +47,7 @@ impl Manager {
     /// # Errors
     /// Store failures.
     pub async fn list_cron_jobs_full(&self) -> Result<Vec<CronJob>, CronJobError> {
-        self.store
-            .list(Collection::CronJobs)
-            .await?
-            .iter()
-            .map(|(_, s)| decode(s))
-            .collect()
+        document::list(self.store.as_ref()).await
     }
 
     /// One cron job.
@@ -51,12 +55,10 @@ impl Manager {
     /// # Errors
     /// [`CronJobError::NotFound`], store failures.
     pub async fn get_cron_job(&self, name: &CronJobName) -> Result<CronJob, CronJobError> {
-        let stored = self
-            .store
-            .get(Collection::CronJobs, name.as_str())
+        document::get(self.store.as_ref(), name.as_str())
             .await?
-            .ok_or(CronJobError::NotFound)?;
-        decode(&stored)
+            .map(|(_, job)| job)
+            .ok_or(CronJobError::NotFound)
     }
 
     /// Whether a cron job exists.
@@ -91,20 +93,7 @@ impl Manager {
             incarnation: new_incarnation(),
             spec,
         };
-        match self
-            .store
-            .put(
-                Collection::CronJobs,
-                job.cron_job_name.as_str(),
-                &encode(&job)?,
-                Expect::Absent,
-            )
-            .await
-        {
-            Ok(_) => {}
-            Err(StoreError::Conflict { .. }) => return Err(CronJobError::Exists),
-            Err(e) => return Err(e.into()),
-        }
+        document::create(self.store.as_ref(), &job).await?;
         tracing::info!(cron_job = %job.cron_job_name, schedule = %job.spec.schedule, "cron job created");
         // A group may list the name already (written while a job of that name existed).
         self.publish_groups_of_cron_job(&job.cron_job_name).await;
@@ -118,37 +107,16 @@ impl Manager {
         name: &CronJobName,
         mut change: impl FnMut(&mut CronJobSpec),
     ) -> Result<CronJob, CronJobError> {
-        for _ in 0..CAS_ATTEMPTS {
-            let stored = self
-                .store
-                .get(Collection::CronJobs, name.as_str())
-                .await?
-                .ok_or(CronJobError::NotFound)?;
-            let mut job = decode(&stored)?;
+        let (job, _) = document::modify(self.store.as_ref(), name.as_str(), |job: &mut CronJob| {
             change(&mut job.spec);
             validate_spec(&job.spec).map_err(CronJobError::Invalid)?;
             job.cron_job_id += 1;
-            match self
-                .store
-                .put(
-                    Collection::CronJobs,
-                    name.as_str(),
-                    &encode(&job)?,
-                    Expect::Rev(stored.rev),
-                )
-                .await
-            {
-                Ok(_) => {
-                    tracing::info!(cron_job = %name, cron_job_id = job.cron_job_id, "cron job changed");
-                    self.publish_groups_of_cron_job(name).await;
-                    return Ok(job);
-                }
-                Err(StoreError::Conflict { found: None }) => return Err(CronJobError::NotFound),
-                Err(StoreError::Conflict { .. }) => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Err(CronJobError::Contended)
+            Ok(())
+        })
+        .await?;
+        tracing::info!(cron_job = %name, cron_job_id = job.cron_job_id, "cron job changed");
+        self.publish_groups_of_cron_job(name).await;
+        Ok(job)
     }
 
     /// Replaces the whole spec (POST `/update`); `cron_job_id + 1`.
@@ -195,30 +163,12 @@ impl Manager {
         // the higher id workers act on; and again after the delete, for a group that took the
         // job meanwhile.
         self.remove_cron_job_from_device_groups(name).await?;
-        for _ in 0..CAS_ATTEMPTS {
-            let stored = self
-                .store
-                .get(Collection::CronJobs, name.as_str())
-                .await?
-                .ok_or(CronJobError::NotFound)?;
-            match self
-                .store
-                .delete(Collection::CronJobs, name.as_str(), stored.rev)
-                .await
-            {
-                Ok(()) => {
-                    tracing::info!(cron_job = %name, "cron job deleted");
-                    if let Err(error) = self.remove_cron_job_from_device_groups(name).await {
-                        tracing::warn!(cron_job = %name, %error, "second pass over device groups failed");
-                    }
-                    return Ok(());
-                }
-                Err(StoreError::Conflict { found: None }) => return Err(CronJobError::NotFound),
-                Err(StoreError::Conflict { .. }) => {}
-                Err(e) => return Err(e.into()),
-            }
+        document::delete::<CronJob, _>(self.store.as_ref(), name.as_str(), |_| Ok(())).await?;
+        tracing::info!(cron_job = %name, "cron job deleted");
+        if let Err(error) = self.remove_cron_job_from_device_groups(name).await {
+            tracing::warn!(cron_job = %name, %error, "second pass over device groups failed");
         }
-        Err(CronJobError::Contended)
+        Ok(())
     }
 }
 

@@ -7,7 +7,8 @@
 
 use std::collections::BTreeMap;
 
-use super::{CAS_ATTEMPTS, Manager, ManagerError, new_incarnation};
+use super::document::{self, Document};
+use super::{Manager, ManagerError, new_incarnation};
 use crate::bus::BusMessage;
 use crate::cron_job::{CronJobError, CronJobName};
 use crate::device_group::{
@@ -15,16 +16,24 @@ use crate::device_group::{
     validate_members,
 };
 use crate::model::AppName;
-use crate::store::{Collection, Expect, StoreError, Stored};
+use crate::store::{Collection, StoreError};
 use crate::validate::FieldError;
 
-fn decode(stored: &Stored) -> Result<DeviceGroup, DeviceGroupError> {
-    serde_json::from_value(stored.doc.clone())
-        .map_err(|e| StoreError::Corrupt(format!("device group: {e}")).into())
-}
-
-fn encode(group: &DeviceGroup) -> Result<serde_json::Value, DeviceGroupError> {
-    serde_json::to_value(group).map_err(|e| StoreError::Corrupt(e.to_string()).into())
+impl Document for DeviceGroup {
+    const COLLECTION: Collection = Collection::DeviceGroups;
+    type Error = DeviceGroupError;
+    fn key(&self) -> String {
+        self.device_group.to_string()
+    }
+    fn not_found() -> DeviceGroupError {
+        DeviceGroupError::NotFound
+    }
+    fn exists() -> DeviceGroupError {
+        DeviceGroupError::Exists
+    }
+    fn contended() -> DeviceGroupError {
+        DeviceGroupError::Contended
+    }
 }
 
 impl Manager {
@@ -42,12 +51,7 @@ impl Manager {
     }
 
     async fn list_device_groups_full(&self) -> Result<Vec<DeviceGroup>, DeviceGroupError> {
-        self.store
-            .list(Collection::DeviceGroups)
-            .await?
-            .iter()
-            .map(|(_, s)| decode(s))
-            .collect()
+        document::list(self.store.as_ref()).await
     }
 
     /// One device group.
@@ -58,12 +62,10 @@ impl Manager {
         &self,
         name: &DeviceGroupName,
     ) -> Result<DeviceGroup, DeviceGroupError> {
-        let stored = self
-            .store
-            .get(Collection::DeviceGroups, name.as_str())
+        document::get(self.store.as_ref(), name.as_str())
             .await?
-            .ok_or(DeviceGroupError::NotFound)?;
-        decode(&stored)
+            .map(|(_, group)| group)
+            .ok_or(DeviceGroupError::NotFound)
     }
 
     /// Checks that every cron job named exists.
@@ -122,20 +124,7 @@ impl Manager {
             prune_id: 1,
             incarnation: new_incarnation(),
         };
-        match self
-            .store
-            .put(
-                Collection::DeviceGroups,
-                group.device_group.as_str(),
-                &encode(&group)?,
-                Expect::Absent,
-            )
-            .await
-        {
-            Ok(_) => {}
-            Err(StoreError::Conflict { .. }) => return Err(DeviceGroupError::Exists),
-            Err(e) => return Err(e.into()),
-        }
+        document::create(self.store.as_ref(), &group).await?;
         tracing::info!(device_group = %group.device_group, apps = group.apps.len(), "device group created");
         self.publish_device_group(&group).await;
         Ok(group)
@@ -145,44 +134,17 @@ impl Manager {
     async fn modify_device_group(
         &self,
         name: &DeviceGroupName,
-        mut change: impl FnMut(&mut DeviceGroup) -> Result<(), DeviceGroupError>,
+        change: impl FnMut(&mut DeviceGroup) -> Result<(), DeviceGroupError>,
     ) -> Result<DeviceGroup, DeviceGroupError> {
-        for _ in 0..CAS_ATTEMPTS {
-            let stored = self
-                .store
-                .get(Collection::DeviceGroups, name.as_str())
-                .await?
-                .ok_or(DeviceGroupError::NotFound)?;
-            let mut group = decode(&stored)?;
-            change(&mut group)?;
-            match self
-                .store
-                .put(
-                    Collection::DeviceGroups,
-                    name.as_str(),
-                    &encode(&group)?,
-                    Expect::Rev(stored.rev),
-                )
-                .await
-            {
-                Ok(_) => {
-                    tracing::info!(
-                        device_group = %name,
-                        device_group_id = group.device_group_id,
-                        prune_id = group.prune_id,
-                        "device group changed"
-                    );
-                    self.publish_device_group(&group).await;
-                    return Ok(group);
-                }
-                Err(StoreError::Conflict { found: None }) => {
-                    return Err(DeviceGroupError::NotFound);
-                }
-                Err(StoreError::Conflict { .. }) => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Err(DeviceGroupError::Contended)
+        let (group, _) = document::modify(self.store.as_ref(), name.as_str(), change).await?;
+        tracing::info!(
+            device_group = %name,
+            device_group_id = group.device_group_id,
+            prune_id = group.prune_id,
+            "device group changed"
+        );
+        self.publish_device_group(&group).await;
+        Ok(group)
     }
 
     /// Replaces the members (POST `/update`); `device_group_id + 1`.
@@ -260,39 +222,24 @@ impl Manager {
         &self,
         name: &DeviceGroupName,
     ) -> Result<(), DeviceGroupError> {
-        for _ in 0..CAS_ATTEMPTS {
-            let stored = self
-                .store
-                .get(Collection::DeviceGroups, name.as_str())
-                .await?
-                .ok_or(DeviceGroupError::NotFound)?;
-            // A document that does not decode can still be deleted; its workers learn of it
-            // at check-in.
-            let incarnation = decode(&stored).ok().map(|g| g.incarnation);
-            match self
-                .store
-                .delete(Collection::DeviceGroups, name.as_str(), stored.rev)
-                .await
-            {
-                Ok(()) => {
-                    tracing::info!(device_group = %name, "device group deleted");
-                    if let Some(incarnation) = incarnation {
-                        self.publish(BusMessage::DeviceGroupDeleted {
-                            device_group: name.clone(),
-                            incarnation,
-                        })
-                        .await;
-                    }
-                    return Ok(());
-                }
-                Err(StoreError::Conflict { found: None }) => {
-                    return Err(DeviceGroupError::NotFound);
-                }
-                Err(StoreError::Conflict { .. }) => {}
-                Err(e) => return Err(e.into()),
-            }
+        // A document that does not decode can still be deleted; its workers learn of it at
+        // check-in.
+        let incarnation =
+            document::delete::<DeviceGroup, _>(self.store.as_ref(), name.as_str(), |stored| {
+                Ok(document::decode::<DeviceGroup>(name.as_str(), stored)
+                    .ok()
+                    .map(|g| g.incarnation))
+            })
+            .await?;
+        tracing::info!(device_group = %name, "device group deleted");
+        if let Some(incarnation) = incarnation {
+            self.publish(BusMessage::DeviceGroupDeleted {
+                device_group: name.clone(),
+                incarnation,
+            })
+            .await;
         }
-        Err(DeviceGroupError::Contended)
+        Ok(())
     }
 
     /// Asks the group's workers to remove unused images once (`prune_id + 1`).

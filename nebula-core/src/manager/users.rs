@@ -13,8 +13,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{CAS_ATTEMPTS, Manager};
-use crate::store::{Collection, Expect, StoreError, Stored};
+use super::Manager;
+use super::document::{self, Document, Write};
+use crate::store::Collection;
 use crate::users::{
     Permissions, TokenCandidate, TokenHash, User, UserGroup, UserGroupPatch, UserUpdate,
     UsersError, validate_user_group, validate_user_group_name, validate_user_name,
@@ -23,22 +24,62 @@ use crate::users::{
 /// Keys of token buckets start with this; user names never do.
 const BUCKET_PREFIX: &str = "~token/";
 
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 struct Bucket {
     token_index: String,
     entries: Vec<TokenCandidate>,
 }
 
-fn corrupt(e: &serde_json::Error) -> UsersError {
-    StoreError::Corrupt(e.to_string()).into()
+impl Document for Bucket {
+    const COLLECTION: Collection = Collection::Users;
+    type Error = UsersError;
+    fn key(&self) -> String {
+        bucket_key(&self.token_index)
+    }
+    // A bucket is only edited through `cas`, which never asks for these three but the last.
+    fn not_found() -> UsersError {
+        UsersError::UserNotFound
+    }
+    fn exists() -> UsersError {
+        UsersError::UserExists
+    }
+    fn contended() -> UsersError {
+        UsersError::Contended
+    }
 }
 
-fn decode<T: for<'de> Deserialize<'de>>(stored: &Stored) -> Result<T, UsersError> {
-    serde_json::from_value(stored.doc.clone()).map_err(|e| corrupt(&e))
+impl Document for User {
+    const COLLECTION: Collection = Collection::Users;
+    type Error = UsersError;
+    fn key(&self) -> String {
+        self.user_name.clone()
+    }
+    fn not_found() -> UsersError {
+        UsersError::UserNotFound
+    }
+    fn exists() -> UsersError {
+        UsersError::UserExists
+    }
+    fn contended() -> UsersError {
+        UsersError::Contended
+    }
 }
 
-fn encode<T: Serialize>(value: &T) -> Result<serde_json::Value, UsersError> {
-    serde_json::to_value(value).map_err(|e| corrupt(&e))
+impl Document for UserGroup {
+    const COLLECTION: Collection = Collection::UserGroups;
+    type Error = UsersError;
+    fn key(&self) -> String {
+        self.user_group.clone()
+    }
+    fn not_found() -> UsersError {
+        UsersError::UserGroupNotFound
+    }
+    fn exists() -> UsersError {
+        UsersError::UserGroupExists
+    }
+    fn contended() -> UsersError {
+        UsersError::Contended
+    }
 }
 
 fn bucket_key(index: &str) -> String {
@@ -47,10 +88,7 @@ fn bucket_key(index: &str) -> String {
 
 impl Manager {
     async fn stored_user(&self, name: &str) -> Result<Option<(u64, User)>, UsersError> {
-        match self.store.get(Collection::Users, name).await? {
-            Some(stored) => Ok(Some((stored.rev, decode(&stored)?))),
-            None => Ok(None),
-        }
+        document::get(self.store.as_ref(), name).await
     }
 
     /// Adds (`add: true`) or removes an entry of a token bucket, with compare-and-swap.
@@ -61,46 +99,30 @@ impl Manager {
         add: bool,
     ) -> Result<(), UsersError> {
         let key = bucket_key(index);
-        for _ in 0..CAS_ATTEMPTS {
-            let current = self.store.get(Collection::Users, &key).await?;
-            let (expect, mut bucket) = match &current {
-                Some(stored) => (Expect::Rev(stored.rev), decode::<Bucket>(stored)?),
-                None => (
-                    Expect::Absent,
-                    Bucket {
-                        token_index: index.to_owned(),
-                        entries: Vec::new(),
-                    },
-                ),
+        document::cas::<Bucket, _>(self.store.as_ref(), &key, false, |current| {
+            let mut bucket = match current {
+                Some(stored) => document::decode::<Bucket>(&key, stored)?,
+                None => Bucket {
+                    token_index: index.to_owned(),
+                    entries: Vec::new(),
+                },
             };
             let present = bucket.entries.contains(entry);
             if add == present {
-                return Ok(());
+                return Ok((Write::Nothing, ()));
             }
             if add {
                 bucket.entries.push(entry.clone());
             } else {
                 bucket.entries.retain(|e| e != entry);
             }
-            let result = match (bucket.entries.is_empty(), current) {
-                (true, Some(stored)) => self
-                    .store
-                    .delete(Collection::Users, &key, stored.rev)
-                    .await
-                    .map(|()| 0),
-                _ => {
-                    self.store
-                        .put(Collection::Users, &key, &encode(&bucket)?, expect)
-                        .await
-                }
-            };
-            match result {
-                Ok(_) => return Ok(()),
-                Err(StoreError::Conflict { .. }) => {}
-                Err(e) => return Err(e.into()),
+            if bucket.entries.is_empty() {
+                Ok((Write::Delete, ()))
+            } else {
+                Ok((Write::Put(bucket), ()))
             }
-        }
-        Err(UsersError::Contended)
+        })
+        .await
     }
 
     /// Removes a bucket entry; a failure only leaves a harmless stale entry, so it is logged.
@@ -177,22 +199,15 @@ impl Manager {
             token: user.token.clone(),
         };
         self.edit_bucket(&user.token_index, &entry, true).await?;
-        match self
-            .store
-            .put(Collection::Users, name, &encode(&user)?, Expect::Absent)
-            .await
-        {
-            Ok(_) => {
+        match document::create(self.store.as_ref(), &user).await {
+            Ok(()) => {
                 tracing::info!(user = name, "user created");
                 Ok(user)
             }
             Err(e) => {
                 self.drop_bucket_entry(&user.token_index, name, &user.token)
                     .await;
-                Err(match e {
-                    StoreError::Conflict { .. } => UsersError::UserExists,
-                    other => other.into(),
-                })
+                Err(e)
             }
         }
     }
@@ -241,12 +256,7 @@ impl Manager {
         name: &str,
         update: &UserUpdate,
     ) -> Result<(User, User), UsersError> {
-        for _ in 0..CAS_ATTEMPTS {
-            let (rev, old) = self
-                .stored_user(name)
-                .await?
-                .ok_or(UsersError::UserNotFound)?;
-            let mut user = old.clone();
+        document::modify(self.store.as_ref(), name, |user: &mut User| {
             if let Some(password) = &update.password {
                 user.password.clone_from(password);
             }
@@ -254,18 +264,9 @@ impl Manager {
                 user.token.clone_from(&token.hash);
                 user.token_index.clone_from(&token.index);
             }
-            match self
-                .store
-                .put(Collection::Users, name, &encode(&user)?, Expect::Rev(rev))
-                .await
-            {
-                Ok(_) => return Ok((user, old)),
-                Err(StoreError::Conflict { found: None }) => return Err(UsersError::UserNotFound),
-                Err(StoreError::Conflict { .. }) => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Err(UsersError::Contended)
+            Ok(())
+        })
+        .await
     }
 
     /// Deletes a user. Group memberships are left as they are.
@@ -274,24 +275,14 @@ impl Manager {
     /// [`UsersError::Invalid`], [`UsersError::UserNotFound`], store failures.
     pub async fn delete_user(&self, name: &str) -> Result<(), UsersError> {
         validate_user_name(name).map_err(|e| UsersError::Invalid(vec![e]))?;
-        for _ in 0..CAS_ATTEMPTS {
-            let (rev, user) = self
-                .stored_user(name)
-                .await?
-                .ok_or(UsersError::UserNotFound)?;
-            match self.store.delete(Collection::Users, name, rev).await {
-                Ok(()) => {
-                    tracing::info!(user = name, "user deleted");
-                    self.drop_bucket_entry(&user.token_index, name, &user.token)
-                        .await;
-                    return Ok(());
-                }
-                Err(StoreError::Conflict { found: None }) => return Err(UsersError::UserNotFound),
-                Err(StoreError::Conflict { .. }) => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Err(UsersError::Contended)
+        let user = document::delete::<User, _>(self.store.as_ref(), name, |stored| {
+            Ok(document::decode::<User>(name, stored)?)
+        })
+        .await?;
+        tracing::info!(user = name, "user deleted");
+        self.drop_bucket_entry(&user.token_index, name, &user.token)
+            .await;
+        Ok(())
     }
 
     /// The users whose token may be one with this index: one bucket read, whatever the number
@@ -306,7 +297,7 @@ impl Manager {
             .get(Collection::Users, &bucket_key(index))
             .await?
         {
-            Some(stored) => Ok(decode::<Bucket>(&stored)?.entries),
+            Some(stored) => Ok(document::decode::<Bucket>(&bucket_key(index), &stored)?.entries),
             None => Ok(Vec::new()),
         }
     }
@@ -321,12 +312,7 @@ impl Manager {
     }
 
     async fn user_groups(&self) -> Result<Vec<UserGroup>, UsersError> {
-        self.store
-            .list(Collection::UserGroups)
-            .await?
-            .iter()
-            .map(|(_, stored)| decode(stored))
-            .collect()
+        document::list(self.store.as_ref()).await
     }
 
     /// Every user group name, sorted.
@@ -349,12 +335,10 @@ impl Manager {
     /// [`UsersError::Invalid`] for a bad name, [`UsersError::UserGroupNotFound`], store failures.
     pub async fn get_user_group(&self, name: &str) -> Result<UserGroup, UsersError> {
         validate_user_group_name(name).map_err(|e| UsersError::Invalid(vec![e]))?;
-        let stored = self
-            .store
-            .get(Collection::UserGroups, name)
+        document::get(self.store.as_ref(), name)
             .await?
-            .ok_or(UsersError::UserGroupNotFound)?;
-        decode(&stored)
+            .map(|(_, group)| group)
+            .ok_or(UsersError::UserGroupNotFound)
     }
 
     /// Creates a user group: the fields of `patch`, the rest defaulted (no members, no rights).
@@ -373,23 +357,9 @@ impl Manager {
         };
         patch.apply(&mut group);
         validate_user_group(&group).map_err(UsersError::Invalid)?;
-        match self
-            .store
-            .put(
-                Collection::UserGroups,
-                name,
-                &encode(&group)?,
-                Expect::Absent,
-            )
-            .await
-        {
-            Ok(_) => {
-                tracing::info!(user_group = name, "user group created");
-                Ok(group)
-            }
-            Err(StoreError::Conflict { .. }) => Err(UsersError::UserGroupExists),
-            Err(e) => Err(e.into()),
-        }
+        document::create(self.store.as_ref(), &group).await?;
+        tracing::info!(user_group = name, "user group created");
+        Ok(group)
     }
 
     /// Changes the fields given of a user group.
@@ -409,37 +379,13 @@ impl Manager {
                 "must set at least one field",
             )]));
         }
-        for _ in 0..CAS_ATTEMPTS {
-            let stored = self
-                .store
-                .get(Collection::UserGroups, name)
-                .await?
-                .ok_or(UsersError::UserGroupNotFound)?;
-            let mut group: UserGroup = decode(&stored)?;
-            patch.clone().apply(&mut group);
-            validate_user_group(&group).map_err(UsersError::Invalid)?;
-            match self
-                .store
-                .put(
-                    Collection::UserGroups,
-                    name,
-                    &encode(&group)?,
-                    Expect::Rev(stored.rev),
-                )
-                .await
-            {
-                Ok(_) => {
-                    tracing::info!(user_group = name, "user group updated");
-                    return Ok(group);
-                }
-                Err(StoreError::Conflict { found: None }) => {
-                    return Err(UsersError::UserGroupNotFound);
-                }
-                Err(StoreError::Conflict { .. }) => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Err(UsersError::Contended)
+        let (group, _) = document::modify(self.store.as_ref(), name, |group: &mut UserGroup| {
+            patch.clone().apply(group);
+            validate_user_group(group).map_err(UsersError::Invalid)
+        })
+        .await?;
+        tracing::info!(user_group = name, "user group updated");
+        Ok(group)
     }
 
     /// Deletes a user group.
@@ -448,29 +394,9 @@ impl Manager {
     /// [`UsersError::Invalid`], [`UsersError::UserGroupNotFound`], store failures.
     pub async fn delete_user_group(&self, name: &str) -> Result<(), UsersError> {
         validate_user_group_name(name).map_err(|e| UsersError::Invalid(vec![e]))?;
-        for _ in 0..CAS_ATTEMPTS {
-            let stored = self
-                .store
-                .get(Collection::UserGroups, name)
-                .await?
-                .ok_or(UsersError::UserGroupNotFound)?;
-            match self
-                .store
-                .delete(Collection::UserGroups, name, stored.rev)
-                .await
-            {
-                Ok(()) => {
-                    tracing::info!(user_group = name, "user group deleted");
-                    return Ok(());
-                }
-                Err(StoreError::Conflict { found: None }) => {
-                    return Err(UsersError::UserGroupNotFound);
-                }
-                Err(StoreError::Conflict { .. }) => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Err(UsersError::Contended)
+        document::delete::<UserGroup, _>(self.store.as_ref(), name, |_| Ok(())).await?;
+        tracing::info!(user_group = name, "user group deleted");
+        Ok(())
     }
 }
 
