@@ -30,7 +30,6 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::error::{ApiError, Dialect};
-use crate::routes::ApiState;
 
 /// Who may call the API.
 #[derive(Clone, Default)]
@@ -587,7 +586,11 @@ fn rule_of(method: &str, path: &str) -> Result<Option<Rule>, ()> {
 /// What the gate needs.
 #[derive(Clone, Debug)]
 pub(crate) struct Gate {
-    pub(crate) state: ApiState,
+    /// Who may call.
+    pub(crate) auth: Arc<AuthConfig>,
+    /// The manager, to read users.
+    pub(crate) manager: Manager,
+    /// Checks users' credentials.
     pub(crate) authenticator: Arc<Authenticator>,
 }
 
@@ -602,7 +605,7 @@ pub(crate) async fn gate(
 ) -> Response {
     let principal = match gate
         .authenticator
-        .principal(&gate.state.auth, &gate.state.manager, request.headers())
+        .principal(&gate.auth, &gate.manager, request.headers())
         .await
     {
         Ok(Some(p)) => p,

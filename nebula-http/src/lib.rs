@@ -13,9 +13,11 @@ mod dto;
 mod error;
 pub mod openapi;
 mod routes;
+mod state;
 
 pub use error::ApiError;
-pub use routes::{ApiState, InfoCacheConfig, ReportsConfig, RouterOptions, router, router_with};
+pub use routes::{InfoCacheConfig, ReportsConfig, RouterOptions, router, router_with};
+pub use state::ApiState;
 
 /// Largest request body accepted, in bytes.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;

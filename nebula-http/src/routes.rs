@@ -16,9 +16,10 @@ use nebula_core::manager::Manager;
 use nebula_core::model::{App, AppName};
 use serde_json::{Value, json};
 
-use crate::auth::{AuthConfig, Authenticator, Gate};
+use crate::auth::{Authenticator, Gate};
 use crate::dto::{self, Mode};
 use crate::error::{ApiError, Dialect};
+use crate::state::ApiState;
 
 mod cron_jobs;
 mod device_groups;
@@ -27,15 +28,6 @@ mod users;
 
 pub use device_groups::InfoCacheConfig;
 pub use reports::ReportsConfig;
-
-/// What every handler shares.
-#[derive(Clone, Debug)]
-pub struct ApiState {
-    /// The manager service.
-    pub manager: Manager,
-    /// Who may call.
-    pub auth: Arc<AuthConfig>,
-}
 
 /// Knobs of the API beyond its state.
 #[derive(Clone, Debug, Default)]
@@ -97,7 +89,8 @@ pub fn router_with(state: ApiState, options: RouterOptions) -> Router {
         .route("/openapi.json", get(crate::openapi::serve))
         .layer(Extension(Dialect::V2));
     let gate = Gate {
-        state: state.clone(),
+        auth: state.auth.clone(),
+        manager: state.manager.clone(),
         authenticator: authenticator.clone(),
     };
     // Every route is added above: the gate authenticates every call and authorizes each route

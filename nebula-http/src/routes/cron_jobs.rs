@@ -18,9 +18,10 @@ use nebula_core::store::StoreError;
 use nebula_core::validate::FieldError;
 use serde_json::{Map, Value, json};
 
-use super::{ApiState, Body, Reply};
+use super::{Body, Reply};
 use crate::dto;
 use crate::error::{ApiError, Dialect};
+use crate::state::ApiState;
 
 /// Every field a client may set.
 const SETTABLE: [&str; 13] = [

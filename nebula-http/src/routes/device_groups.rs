@@ -29,8 +29,9 @@ use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 
-use super::{ApiState, Body, Reply};
+use super::{Body, Reply};
 use crate::error::{ApiError, Dialect};
+use crate::state::ApiState;
 
 /// How `/info` replies are cached in this process.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -24,8 +24,9 @@ use nebula_core::store::StoreError;
 use nebula_core::validate::FieldError;
 use serde_json::{Map, Value, json};
 
-use super::{ApiState, Body, Reply};
+use super::{Body, Reply};
 use crate::error::{ApiError, Dialect};
+use crate::state::ApiState;
 
 /// How the API keeps reports.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

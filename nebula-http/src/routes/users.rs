@@ -18,9 +18,10 @@ use nebula_core::users::{
 use nebula_core::validate::FieldError;
 use serde_json::{Map, Value, json};
 
-use super::{ApiState, Body};
+use super::Body;
 use crate::auth::{Authenticator, MAX_SECRET_BYTES};
 use crate::error::ApiError;
+use crate::state::ApiState;
 
 type Reply = Result<Response, ApiError>;
 
