@@ -7,30 +7,27 @@
 //! (one token bucket read, see [`nebula_core::users`]) and remembers successful verifications,
 //! so a request costs at most a few bcrypt verifications and usually none.
 //!
-//! **Authorization** is one table, [`ROUTE_RULES`]: for every route, what the caller needs. The
-//! router's gate checks it before any handler runs: 401 when unauthenticated, 403
-//! `{"access_allowed": false}` when not allowed. A route without a rule answers 500, so a new
-//! route cannot be forgotten silently.
+//! **Authorization** is one [`Rule`] per route, in the route catalogue
+//! ([`crate::catalogue::ROUTES`]): what the caller needs. The router's gate checks it before any
+//! handler runs: 401 when unauthenticated, 403
+//! `{"access_allowed": false}` when not allowed. The router serves only the catalogue's rows, so
+//! no route is without a rule.
 //!
 //! Secrets are compared in constant time and never logged.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use axum::extract::{MatchedPath, RawPathParams, Request, State};
 use axum::http::HeaderMap;
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use nebula_core::manager::Manager;
 use nebula_core::users::{Access, ObjectKind, Principal, TokenHash, token_index};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::error::{ApiError, Dialect};
-use crate::routes::ApiState;
+use crate::error::ApiError;
 
 /// Who may call the API.
 #[derive(Clone, Default)]
@@ -448,196 +445,6 @@ impl Rule {
     }
 }
 
-/// One route's rule.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct RouteRule {
-    /// The HTTP method.
-    pub method: &'static str,
-    /// The route, as the router declares it (`/api/v2/apps/{app}`).
-    pub path: &'static str,
-    /// What the caller needs.
-    pub rule: Rule,
-}
-
-const fn r(method: &'static str, path: &'static str, rule: Rule) -> RouteRule {
-    RouteRule { method, path, rule }
-}
-
-const fn app(access: Access) -> Rule {
-    Rule::Object {
-        kind: ObjectKind::App,
-        param: "app",
-        access,
-    }
-}
-
-const fn device_group(access: Access) -> Rule {
-    Rule::Object {
-        kind: ObjectKind::DeviceGroup,
-        param: "dg",
-        access,
-    }
-}
-
-const fn cron_job(access: Access) -> Rule {
-    Rule::Object {
-        kind: ObjectKind::CronJob,
-        param: "cron_job",
-        access,
-    }
-}
-
-const AUTH: Rule = Rule::Authenticated;
-const ADMIN: Rule = Rule::Admin;
-const APP_RO: Rule = app(Access::Ro);
-const APP_RW: Rule = app(Access::Rw);
-const DG_RO: Rule = device_group(Access::Ro);
-const DG_RW: Rule = device_group(Access::Rw);
-const CRON_RO: Rule = cron_job(Access::Ro);
-const CRON_RW: Rule = cron_job(Access::Rw);
-const PRUNING: Rule = Rule::Pruning;
-
-/// Every route of the API and what its caller needs. The router's gate reads it on every call.
-///
-/// v1 routes have the rules of their v2 twins (the original v1 had a single admin); the v1
-/// per-app `/prune` needs pruning rights, like every prune.
-pub const ROUTE_RULES: &[RouteRule] = &[
-    // v1
-    r("GET", "/api/status", AUTH),
-    r("GET", "/api/apps", AUTH),
-    r("GET", "/api/apps/{app}", APP_RO),
-    r("POST", "/api/apps/{app}", APP_RW),
-    r("DELETE", "/api/apps/{app}", APP_RW),
-    r("POST", "/api/apps/{app}/stop", APP_RW),
-    r("POST", "/api/apps/{app}/start", APP_RW),
-    r("POST", "/api/apps/{app}/restart", APP_RW),
-    r("POST", "/api/apps/{app}/roll", APP_RW),
-    r("POST", "/api/apps/{app}/release", APP_RW),
-    r("POST", "/api/apps/{app}/prune", PRUNING),
-    r("POST", "/api/apps/{app}/update", APP_RW),
-    r("PUT", "/api/apps/{app}/update", APP_RW),
-    r("PATCH", "/api/apps/{app}/update", APP_RW),
-    // v2: status and apps
-    r("GET", "/api/v2/status", AUTH),
-    r("GET", "/api/v2/apps", AUTH),
-    r("GET", "/api/v2/apps/{app}", APP_RO),
-    r("POST", "/api/v2/apps/{app}", APP_RW),
-    r("DELETE", "/api/v2/apps/{app}", APP_RW),
-    r("POST", "/api/v2/apps/{app}/stop", APP_RW),
-    r("POST", "/api/v2/apps/{app}/start", APP_RW),
-    r("POST", "/api/v2/apps/{app}/restart", APP_RW),
-    r("POST", "/api/v2/apps/{app}/update", APP_RW),
-    r("PUT", "/api/v2/apps/{app}/update", APP_RW),
-    r("PATCH", "/api/v2/apps/{app}/update", APP_RW),
-    // v2: device groups and prune
-    r("GET", "/api/v2/device_groups", AUTH),
-    r("GET", "/api/v2/device_groups/{dg}", DG_RO),
-    r("POST", "/api/v2/device_groups/{dg}", DG_RW),
-    r("DELETE", "/api/v2/device_groups/{dg}", DG_RW),
-    r("GET", "/api/v2/device_groups/{dg}/info", DG_RO),
-    r("POST", "/api/v2/device_groups/{dg}/update", DG_RW),
-    r("PUT", "/api/v2/device_groups/{dg}/update", DG_RW),
-    r("PATCH", "/api/v2/device_groups/{dg}/update", DG_RW),
-    r("POST", "/api/v2/device_groups/{dg}/prune", PRUNING),
-    r("POST", "/api/v2/prune", PRUNING),
-    // v2: cron jobs (delete needs rw like every other write; the original asked admin)
-    r("GET", "/api/v2/cron_jobs", AUTH),
-    r("GET", "/api/v2/cron_jobs/{cron_job}", CRON_RO),
-    r("POST", "/api/v2/cron_jobs/{cron_job}", CRON_RW),
-    r("DELETE", "/api/v2/cron_jobs/{cron_job}", CRON_RW),
-    r("POST", "/api/v2/cron_jobs/{cron_job}/update", CRON_RW),
-    r("PUT", "/api/v2/cron_jobs/{cron_job}/update", CRON_RW),
-    r("PATCH", "/api/v2/cron_jobs/{cron_job}/update", CRON_RW),
-    // v2: users and user groups
-    r("GET", "/api/v2/users", AUTH),
-    r("GET", "/api/v2/users/{user}", ADMIN),
-    r("POST", "/api/v2/users/{user}", ADMIN),
-    r("DELETE", "/api/v2/users/{user}", ADMIN),
-    r("PUT", "/api/v2/users/{user}/update", ADMIN),
-    r("PATCH", "/api/v2/users/{user}/update", ADMIN),
-    r("POST", "/api/v2/users/{user}/refresh", ADMIN),
-    r("GET", "/api/v2/user_groups", AUTH),
-    r("GET", "/api/v2/user_groups/{user_group}", ADMIN),
-    r("POST", "/api/v2/user_groups/{user_group}", ADMIN),
-    r("DELETE", "/api/v2/user_groups/{user_group}", ADMIN),
-    r("PUT", "/api/v2/user_groups/{user_group}/update", ADMIN),
-    r("PATCH", "/api/v2/user_groups/{user_group}/update", ADMIN),
-    // v2: reports (workers post them; the list needs authentication only, as the original)
-    r("GET", "/api/v2/reports", AUTH),
-    r("POST", "/api/v2/reports", AUTH),
-    r("GET", "/api/v2/apps/{app}/status", APP_RO),
-    // the OpenAPI document
-    r("GET", "/api/openapi.json", AUTH),
-    r("GET", "/api/v2/openapi.json", AUTH),
-];
-
-/// The rule of a route: `Ok(None)` when the route has rules but none for this method (the
-/// router answers 405), `Err(())` when the route has no rule at all.
-fn rule_of(method: &str, path: &str) -> Result<Option<Rule>, ()> {
-    let mut known = false;
-    for rule in ROUTE_RULES.iter().filter(|r| r.path == path) {
-        if rule.method == method {
-            return Ok(Some(rule.rule));
-        }
-        known = true;
-    }
-    if known { Ok(None) } else { Err(()) }
-}
-
-/// What the gate needs.
-#[derive(Clone, Debug)]
-pub(crate) struct Gate {
-    pub(crate) state: ApiState,
-    pub(crate) authenticator: Arc<Authenticator>,
-}
-
-/// The gate in front of every route: authenticates (401), then authorizes by [`ROUTE_RULES`]
-/// (403 `{"access_allowed": false}`), and hands the [`Principal`] to the handler.
-pub(crate) async fn gate(
-    State(gate): State<Gate>,
-    matched: Option<MatchedPath>,
-    params: Result<RawPathParams, axum::extract::rejection::RawPathParamsRejection>,
-    mut request: Request,
-    next: Next,
-) -> Response {
-    let principal = match gate
-        .authenticator
-        .principal(&gate.state.auth, &gate.state.manager, request.headers())
-        .await
-    {
-        Ok(Some(p)) => p,
-        Ok(None) => return ApiError::Unauthorized.into_response(),
-        Err(e) => return e.into_response(),
-    };
-    if let Some(matched) = matched {
-        let path = matched.as_str();
-        let dialect = if path.starts_with("/api/v2/") {
-            Dialect::V2
-        } else {
-            Dialect::V1
-        };
-        match rule_of(request.method().as_str(), path) {
-            Ok(Some(rule)) => {
-                let allowed = match &params {
-                    Ok(params) => rule.allows(&principal, params.iter()),
-                    Err(_) => rule.allows(&principal, std::iter::empty()),
-                };
-                if !allowed {
-                    tracing::info!(user = principal.user_name(), method = %request.method(), route = path, "access denied");
-                    return ApiError::AccessDenied.render(dialect);
-                }
-            }
-            Ok(None) => {}
-            Err(()) => {
-                return ApiError::Internal(format!("route {path} has no authorization rule"))
-                    .render(dialect);
-            }
-        }
-    }
-    request.extensions_mut().insert(principal);
-    next.run(request).await
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -683,25 +490,18 @@ mod tests {
         assert!(!no_token.admits(&headers("Bearer ")));
     }
 
-    #[test]
-    fn every_rule_is_unique_and_names_a_parameter_of_its_route() {
-        for (i, a) in ROUTE_RULES.iter().enumerate() {
-            assert!(
-                !ROUTE_RULES[i + 1..]
-                    .iter()
-                    .any(|b| a.method == b.method && a.path == b.path),
-                "{} {} twice",
-                a.method,
-                a.path
-            );
-            if let Rule::Object { param, .. } = a.rule {
-                assert!(a.path.contains(&format!("{{{param}}}")), "{}", a.path);
-            }
-        }
-        assert_eq!(rule_of("GET", "/api/v2/apps/{app}"), Ok(Some(APP_RO)));
-        assert_eq!(rule_of("GET", "/api/v2/apps/{app}/stop"), Ok(None));
-        assert_eq!(rule_of("GET", "/api/v2/nothing"), Err(()));
-    }
+    const AUTH: Rule = Rule::Authenticated;
+    const ADMIN: Rule = Rule::Admin;
+    const APP_RO: Rule = Rule::Object {
+        kind: ObjectKind::App,
+        param: "app",
+        access: Access::Ro,
+    };
+    const APP_RW: Rule = Rule::Object {
+        kind: ObjectKind::App,
+        param: "app",
+        access: Access::Rw,
+    };
 
     #[test]
     fn rules_allow_by_principal() {

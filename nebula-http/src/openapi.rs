@@ -1,12 +1,11 @@
 //! The OpenAPI 3.1 document of the whole API, served at `GET /api/v2/openapi.json` (and
 //! `GET /api/openapi.json`).
 //!
-//! It is generated from the code so it cannot drift: its operations are the rows of
-//! [`crate::auth::ROUTE_RULES`] (the table the router's gate authorizes every call by), each
-//! described by one row of `OPERATIONS`, keyed by (method, path). A test fails when a route
-//! has no description or a description names no route, another calls every documented
-//! operation on the real router, and `nebula-http/tests/openapi.rs` checks real replies of
-//! every route against the document's schemas.
+//! It is generated from the code so it cannot drift: its operations are the rows of the route
+//! catalogue, [`crate::catalogue::ROUTES`] (the rows the router serves and its gate authorizes
+//! every call by), each with its own operation. A test calls every documented operation on the
+//! real router, and `nebula-http/tests/openapi.rs` checks real replies of every route against
+//! the document's schemas. The component schemas are here.
 //!
 //! What every operation gets without saying: its path parameters (the object-name pattern),
 //! the security schemes (Basic and Bearer), `401`, `503`, `403 {"access_allowed": false}` when
@@ -15,10 +14,7 @@
 //! answer flags as the strings `"True"`/`"False"`, v2 routes (`/api/v2/...`) as booleans.
 
 use std::collections::BTreeMap;
-use std::sync::OnceLock;
 
-use axum::http::{HeaderValue, header};
-use axum::response::{IntoResponse, Response};
 use utoipa::openapi::content::ContentBuilder;
 use utoipa::openapi::header::HeaderBuilder;
 use utoipa::openapi::path::{HttpMethod, OperationBuilder, ParameterBuilder, ParameterIn, Paths};
@@ -34,335 +30,11 @@ use utoipa::openapi::{
     ComponentsBuilder, InfoBuilder, OpenApi, OpenApiBuilder, Ref, RefOr, Required,
 };
 
-use crate::auth::{ROUTE_RULES, Rule};
+use crate::auth::Rule;
+use crate::route::{Operation, Out, Route};
 use nebula_core::model::PullPolicy;
 
-/// What a reply carries.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Out {
-    /// A JSON body of the named component schema.
-    Schema(&'static str),
-    /// `{"<key>": <flag>}`: a boolean on v2 routes, `"True"`/`"False"` on v1 routes.
-    Flag(&'static str, bool),
-    /// No body.
-    Nothing,
-}
-
-/// One operation: a row of [`crate::auth::ROUTE_RULES`] described.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Operation {
-    /// The HTTP method, as in `ROUTE_RULES`.
-    pub(crate) method: &'static str,
-    /// The route, as in `ROUTE_RULES`.
-    pub(crate) path: &'static str,
-    /// One line.
-    pub(crate) summary: &'static str,
-    /// More, in Markdown.
-    pub(crate) description: &'static str,
-    /// The component schema of the request body, if it takes one.
-    pub(crate) body: Option<&'static str>,
-    /// The success status and body.
-    pub(crate) ok: (u16, Out),
-    /// The other replies of this route, beyond those every route gets.
-    pub(crate) errors: &'static [(u16, Out)],
-}
-
-const fn op(
-    method: &'static str,
-    path: &'static str,
-    summary: &'static str,
-    description: &'static str,
-    body: Option<&'static str>,
-    ok: (u16, Out),
-    errors: &'static [(u16, Out)],
-) -> Operation {
-    Operation {
-        method,
-        path,
-        summary,
-        description,
-        body,
-        ok,
-        errors,
-    }
-}
-
 use Out::{Flag, Nothing, Schema as S};
-
-const CONFLICT: (u16, Out) = (409, S("Error"));
-const MISSING: (u16, Out) = (400, S("Missing"));
-const NOTHING_TO_CHANGE: (u16, Out) = (400, Flag("missing_parameters", true));
-const NO_APP: (u16, Out) = (403, Flag("app_exists", false));
-const NO_GROUP: (u16, Out) = (403, Flag("device_group_exists", false));
-const NO_CRON_JOB: (u16, Out) = (403, Flag("cron_job_exists", false));
-const NO_USER: (u16, Out) = (403, Flag("user_exists", false));
-const NO_USER_GROUP: (u16, Out) = (403, Flag("user_group_exists", false));
-const NOT_A_LIST: [(u16, Out); 2] = [
-    (400, Flag("apps_is_list", false)),
-    (400, Flag("cron_jobs_is_list", false)),
-];
-const CRON_INVALID: (u16, Out) = (400, S("CronJobInvalid"));
-
-const APP_WRITE: &[(u16, Out)] = &[NO_APP, CONFLICT];
-const APP_RESTART: &[(u16, Out)] = &[
-    NO_APP,
-    (403, Flag("running_before_restart", false)),
-    CONFLICT,
-];
-const APP_CREATE: &[(u16, Out)] = &[MISSING, (403, Flag("app_exists", true)), CONFLICT];
-const APP_UPDATE: &[(u16, Out)] = &[MISSING, NO_APP, CONFLICT];
-const APP_PATCH: &[(u16, Out)] = &[NOTHING_TO_CHANGE, NO_APP, CONFLICT];
-const DG_CREATE: &[(u16, Out)] = &[
-    NOT_A_LIST[0],
-    NOT_A_LIST[1],
-    (403, Flag("device_group_exists", true)),
-    NO_APP,
-    NO_CRON_JOB,
-    CONFLICT,
-];
-const DG_UPDATE: &[(u16, Out)] = &[
-    NOT_A_LIST[0],
-    NOT_A_LIST[1],
-    NO_GROUP,
-    NO_APP,
-    NO_CRON_JOB,
-    CONFLICT,
-];
-const DG_PATCH: &[(u16, Out)] = &[
-    NOTHING_TO_CHANGE,
-    NOT_A_LIST[0],
-    NOT_A_LIST[1],
-    NO_GROUP,
-    NO_APP,
-    NO_CRON_JOB,
-    CONFLICT,
-];
-const CRON_CREATE: &[(u16, Out)] = &[
-    MISSING,
-    CRON_INVALID,
-    (403, Flag("cron_job_exists", true)),
-    CONFLICT,
-];
-const CRON_UPDATE: &[(u16, Out)] = &[MISSING, CRON_INVALID, NO_CRON_JOB, CONFLICT];
-const CRON_PATCH: &[(u16, Out)] = &[NOTHING_TO_CHANGE, CRON_INVALID, NO_CRON_JOB, CONFLICT];
-
-const USER_CREATE: &[(u16, Out)] = &[MISSING, (403, Flag("user_exists", true)), CONFLICT];
-const USER_PATCH: &[(u16, Out)] = &[NOTHING_TO_CHANGE, (403, Flag("user_name", false)), CONFLICT];
-const USER_GROUP_CREATE: &[(u16, Out)] = &[(403, Flag("user_group_exists", true)), CONFLICT];
-const USER_GROUP_PATCH: &[(u16, Out)] = &[NOTHING_TO_CHANGE, NO_USER_GROUP, CONFLICT];
-
-const V1_APP: &str = "The app document, including the `command` run.";
-
-/// Every route of [`crate::auth::ROUTE_RULES`], described: method, path, summary;
-/// description; request body, success, other replies.
-#[rustfmt::skip]
-pub(crate) const OPERATIONS: &[Operation] = &[
-    // v1
-    op("GET", "/api/status", "API status (v1)",
-       "`api_available` is \"True\" when the store answers; 503 with \"False\" when it does not.",
-       None, (200, Flag("api_available", true)), &[(503, Flag("api_available", false))]),
-    op("GET", "/api/apps", "List app names (v1)",
-       "",
-       None, (200, S("AppList")), &[]),
-    op("GET", "/api/apps/{app}", "Get an app (v1)",
-       "",
-       None, (200, S("App")), &[NO_APP]),
-    op("POST", "/api/apps/{app}", "Create an app (v1)",
-       "All nine original fields are required (`network_mode` may stand for `networks`). Answers \
-        202 with the stored document.",
-       Some("AppBodyV1"), (202, S("App")), APP_CREATE),
-    op("DELETE", "/api/apps/{app}", "Delete an app (v1)",
-       "",
-       None, (202, S("Empty")), APP_WRITE),
-    op("POST", "/api/apps/{app}/stop", "Stop an app (v1)",
-       V1_APP,
-       None, (202, S("AppWithCommand")), APP_WRITE),
-    op("POST", "/api/apps/{app}/start", "Start an app (v1)",
-       V1_APP,
-       None, (202, S("AppWithCommand")), APP_WRITE),
-    op("POST", "/api/apps/{app}/restart", "Restart an app (v1)",
-       "Every container is replaced, the image pulled first. A stopped app answers 403 \
-        `{\"running_before_restart\": \"False\"}`.",
-       None, (202, S("AppWithCommand")), APP_RESTART),
-    op("POST", "/api/apps/{app}/roll", "Rolling restart of an app (v1)",
-       "As restart, in waves whatever the app's `rolling_restart`.",
-       None, (202, S("AppWithCommand")), APP_RESTART),
-    op("POST", "/api/apps/{app}/release", "Release an app (v1, legacy)",
-       "A restart without the running check: a stopped app is started.",
-       None, (202, S("AppWithCommand")), APP_WRITE),
-    op("POST", "/api/apps/{app}/prune", "Prune unused images on the app's hosts (v1)",
-       "Needs pruning rights.",
-       None, (202, S("AppWithCommand")), APP_WRITE),
-    op("POST", "/api/apps/{app}/update", "Replace an app's fields (v1)",
-       "All nine original fields are required.",
-       Some("AppBodyV1"), (202, S("AppWithCommand")), APP_UPDATE),
-    op("PUT", "/api/apps/{app}/update", "Change some of an app's fields (v1)",
-       "An empty body answers 400 `{\"missing_parameters\": \"True\"}`.",
-       Some("AppPatch"), (202, S("AppWithCommand")), APP_PATCH),
-    op("PATCH", "/api/apps/{app}/update", "Change some of an app's fields (v1)",
-       "An empty body answers 400 `{\"missing_parameters\": \"True\"}`.",
-       Some("AppPatch"), (202, S("AppWithCommand")), APP_PATCH),
-    // v2: status and apps
-    op("GET", "/api/v2/status", "API status",
-       "`api_available` is true when the store answers; 503 with false when it does not.",
-       None, (200, Flag("api_available", true)), &[(503, Flag("api_available", false))]),
-    op("GET", "/api/v2/apps", "List app names",
-       "",
-       None, (200, S("AppList")), &[]),
-    op("GET", "/api/v2/apps/{app}", "Get an app",
-       "",
-       None, (200, S("App")), &[NO_APP]),
-    op("POST", "/api/v2/apps/{app}", "Create an app",
-       "`docker_image` is required; every other field takes its default. `app_id` is 1.",
-       Some("AppBody"), (200, S("App")), APP_CREATE),
-    op("DELETE", "/api/v2/apps/{app}", "Delete an app",
-       "The app is also taken out of every device group that lists it.",
-       None, (200, S("Empty")), APP_WRITE),
-    op("POST", "/api/v2/apps/{app}/stop", "Stop an app",
-       "`running` becomes false, `app_id` + 1.",
-       None, (202, S("App")), APP_WRITE),
-    op("POST", "/api/v2/apps/{app}/start", "Start an app",
-       "`running` becomes true, `app_id` + 1.",
-       None, (202, S("App")), APP_WRITE),
-    op("POST", "/api/v2/apps/{app}/restart", "Restart an app",
-       "Every container is replaced (in waves when `rolling_restart`). A stopped app answers 403 \
-        `{\"running_before_restart\": false}`.",
-       None, (202, S("App")), APP_RESTART),
-    op("POST", "/api/v2/apps/{app}/update", "Replace an app's fields",
-       "`docker_image` is required; fields not given are reset to their defaults.",
-       Some("AppBody"), (202, S("App")), APP_UPDATE),
-    op("PUT", "/api/v2/apps/{app}/update", "Change some of an app's fields",
-       "Only the fields given change. An empty body answers 400 `{\"missing_parameters\": true}`.",
-       Some("AppPatch"), (202, S("App")), APP_PATCH),
-    op("PATCH", "/api/v2/apps/{app}/update", "Change some of an app's fields",
-       "Only the fields given change. An empty body answers 400 `{\"missing_parameters\": true}`.",
-       Some("AppPatch"), (202, S("App")), APP_PATCH),
-    // v2: device groups and prune
-    op("GET", "/api/v2/device_groups", "List device group names",
-       "",
-       None, (200, S("DeviceGroupList")), &[]),
-    op("GET", "/api/v2/device_groups/{dg}", "Get a device group",
-       "",
-       None, (200, S("DeviceGroup")), &[NO_GROUP]),
-    op("POST", "/api/v2/device_groups/{dg}", "Create a device group",
-       "`apps` and `cron_jobs` default to `[]`; every name must be an existing app or cron job \
-        (403 `app_exists`/`cron_job_exists` false otherwise).",
-       Some("DeviceGroupBody"), (200, S("DeviceGroup")), DG_CREATE),
-    op("DELETE", "/api/v2/device_groups/{dg}", "Delete a device group",
-       "",
-       None, (200, S("Empty")), &[NO_GROUP, CONFLICT]),
-    op("GET", "/api/v2/device_groups/{dg}/info", "The whole desired state of a device group",
-       "What workers poll: the full app and cron job documents, the name lists and the versions. \
-        Cached per group for `CACHE_TIME`; the reply has an `ETag`, and a request whose \
-        `If-None-Match` names it gets 304 without a body.",
-       None, (200, S("DeviceGroupInfo")), &[(304, Nothing), NO_GROUP]),
-    op("POST", "/api/v2/device_groups/{dg}/update", "Replace a device group's members",
-       "`apps` and `cron_jobs` not given become `[]`. `device_group_id` + 1.",
-       Some("DeviceGroupBody"), (202, S("DeviceGroup")), DG_UPDATE),
-    op("PUT", "/api/v2/device_groups/{dg}/update", "Change a device group's members",
-       "Only the lists given change. `device_group_id` + 1.",
-       Some("DeviceGroupPatch"), (202, S("DeviceGroup")), DG_PATCH),
-    op("PATCH", "/api/v2/device_groups/{dg}/update", "Change a device group's members",
-       "Only the lists given change. `device_group_id` + 1.",
-       Some("DeviceGroupPatch"), (202, S("DeviceGroup")), DG_PATCH),
-    op("POST", "/api/v2/device_groups/{dg}/prune", "Prune unused images on a device group's hosts",
-       "`prune_id` + 1. Needs pruning rights.",
-       None, (202, S("DeviceGroup")), &[NO_GROUP, CONFLICT]),
-    op("POST", "/api/v2/prune", "Prune unused images on every device group's hosts",
-       "`prune_id` + 1 on every group. Needs pruning rights.",
-       None, (202, S("PruneIds")), &[CONFLICT]),
-    // v2: cron jobs
-    op("GET", "/api/v2/cron_jobs", "List cron job names",
-       "",
-       None, (200, S("CronJobList")), &[]),
-    op("GET", "/api/v2/cron_jobs/{cron_job}", "Get a cron job",
-       "",
-       None, (200, S("CronJob")), &[NO_CRON_JOB]),
-    op("POST", "/api/v2/cron_jobs/{cron_job}", "Create a cron job",
-       "`schedule` (5-field cron, UTC) and `docker_image` are required. A schedule that is not \
-        valid answers 400 with `schedule_valid: false`.",
-       Some("CronJobBody"), (200, S("CronJob")), CRON_CREATE),
-    op("DELETE", "/api/v2/cron_jobs/{cron_job}", "Delete a cron job",
-       "",
-       None, (200, S("Empty")), &[NO_CRON_JOB, CONFLICT]),
-    op("POST", "/api/v2/cron_jobs/{cron_job}/update", "Replace a cron job's fields",
-       "`schedule` and `docker_image` are required; other fields take their defaults.",
-       Some("CronJobBody"), (202, S("CronJob")), CRON_UPDATE),
-    op("PUT", "/api/v2/cron_jobs/{cron_job}/update", "Change some of a cron job's fields",
-       "Only the fields given change; a schedule given is validated.",
-       Some("CronJobPatch"), (202, S("CronJob")), CRON_PATCH),
-    op("PATCH", "/api/v2/cron_jobs/{cron_job}/update", "Change some of a cron job's fields",
-       "Only the fields given change; a schedule given is validated.",
-       Some("CronJobPatch"), (202, S("CronJob")), CRON_PATCH),
-    // v2: users and user groups
-    op("GET", "/api/v2/users", "List user names",
-       "",
-       None, (200, S("UserList")), &[]),
-    op("GET", "/api/v2/users/{user}", "Get a user (hashes only)",
-       "Admins only.",
-       None, (200, S("User")), &[NO_USER]),
-    op("POST", "/api/v2/users/{user}", "Create a user",
-       "Admins only. `password` is required; without `token` a random one is made (shown by \
-        `/refresh` only). Both are stored bcrypt-hashed.",
-       Some("UserBody"), (200, S("User")), USER_CREATE),
-    op("DELETE", "/api/v2/users/{user}", "Delete a user",
-       "Admins only.",
-       None, (200, S("Empty")), &[NO_USER, CONFLICT]),
-    op("PUT", "/api/v2/users/{user}/update", "Change a user's password and/or token",
-       "Admins only. A missing user answers 403 `{\"user_name\": false}`.",
-       Some("UserPatch"), (200, S("User")), USER_PATCH),
-    op("PATCH", "/api/v2/users/{user}/update", "Change a user's password and/or token",
-       "Admins only. A missing user answers 403 `{\"user_name\": false}`.",
-       Some("UserPatch"), (200, S("User")), USER_PATCH),
-    op("POST", "/api/v2/users/{user}/refresh", "Give a user a new random token",
-       "Admins only. The reply is the only time the token is shown in plain.",
-       None, (200, S("Token")), &[NO_USER, CONFLICT]),
-    op("GET", "/api/v2/user_groups", "List user group names",
-       "",
-       None, (200, S("UserGroupList")), &[]),
-    op("GET", "/api/v2/user_groups/{user_group}", "Get a user group",
-       "Admins only.",
-       None, (200, S("UserGroup")), &[NO_USER_GROUP]),
-    op("POST", "/api/v2/user_groups/{user_group}", "Create a user group",
-       "Admins only. Fields not given take their defaults (no members, no rights).",
-       Some("UserGroupBody"), (200, S("UserGroup")), USER_GROUP_CREATE),
-    op("DELETE", "/api/v2/user_groups/{user_group}", "Delete a user group",
-       "Admins only.",
-       None, (200, S("Empty")), &[NO_USER_GROUP, CONFLICT]),
-    op("PUT", "/api/v2/user_groups/{user_group}/update", "Change some of a user group's fields",
-       "Admins only. Only the fields given change.",
-       Some("UserGroupPatch"), (200, S("UserGroup")), USER_GROUP_PATCH),
-    op("PATCH", "/api/v2/user_groups/{user_group}/update", "Change some of a user group's fields",
-       "Admins only. Only the fields given change.",
-       Some("UserGroupPatch"), (200, S("UserGroup")), USER_GROUP_PATCH),
-    // v2: reports
-    op("GET", "/api/v2/reports", "Page through worker reports",
-       "Oldest first. Pass the reply's `last_id.$oid` as `last_id` for the next page; past the \
-        end the reply is `{\"data\": null, \"last_id\": null}`. Reports older than the report \
-        TTL are never returned. A parameter that cannot be read answers 400 naming it.",
-       None, (200, S("ReportPage")), &[]),
-    op("POST", "/api/v2/reports", "Store a worker's report",
-       "What workers send at check-in.",
-       Some("WorkerReport"), (200, S("ReportId")), &[]),
-    op("GET", "/api/v2/apps/{app}/status", "How the hosts run an app",
-       "From the latest unexpired report of each worker: how many hosts hold which `app_id`, and \
-        how many match the current version.",
-       None, (200, S("AppStatusView")), &[NO_APP]),
-    // the document itself
-    op("GET", "/api/openapi.json", "This document",
-       "The same document as `/api/v2/openapi.json`.",
-       None, (200, S("OpenApiDocument")), &[]),
-    op("GET", "/api/v2/openapi.json", "This document",
-       "",
-       None, (200, S("OpenApiDocument")), &[]),
-];
-
-/// The description of a route.
-pub(crate) fn operation(method: &str, path: &str) -> Option<&'static Operation> {
-    OPERATIONS
-        .iter()
-        .find(|o| o.method == method && o.path == path)
-}
 
 /// Object names in paths: apps, device groups, cron jobs, users, user groups.
 pub const NAME_PATTERN: &str = "^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$";
@@ -1570,7 +1242,8 @@ fn tag_of(path: &str) -> String {
 }
 
 /// The schemas of all the replies of one operation, by status.
-fn replies(rule: Rule, op: &Operation) -> BTreeMap<u16, Vec<Out>> {
+fn replies(route: &Route) -> BTreeMap<u16, Vec<Out>> {
+    let (rule, op) = (route.rule, &route.doc);
     let mut by_code: BTreeMap<u16, Vec<Out>> = BTreeMap::new();
     let mut add = |code: u16, out: Out| {
         let outs = by_code.entry(code).or_default();
@@ -1579,8 +1252,9 @@ fn replies(rule: Rule, op: &Operation) -> BTreeMap<u16, Vec<Out>> {
         }
     };
     add(op.ok.0, op.ok.1);
-    let takes_input =
-        op.body.is_some() || !path_parameters(op.path).is_empty() || op.path == "/api/v2/reports";
+    let takes_input = op.body.is_some()
+        || !path_parameters(route.path).is_empty()
+        || route.path == "/api/v2/reports";
     if takes_input {
         add(400, S("Invalid"));
     }
@@ -1606,18 +1280,15 @@ fn out_schema(out: Out, v1: bool) -> Option<RefOr<Schema>> {
     }
 }
 
-fn build_operation(
-    rule: Rule,
-    op: &Operation,
-    operation_id: String,
-) -> utoipa::openapi::path::Operation {
-    let v1 = !op.path.starts_with("/api/v2/");
+fn build_operation(route: &Route) -> utoipa::openapi::path::Operation {
+    let op: &Operation = &route.doc;
+    let v1 = route.is_v1();
     let mut b = OperationBuilder::new()
         .summary(Some(op.summary))
         .description((!op.description.is_empty()).then_some(op.description))
-        .operation_id(Some(operation_id))
-        .tag(tag_of(op.path));
-    for param in path_parameters(op.path) {
+        .operation_id(Some(operation_id(route.method, route.path)))
+        .tag(tag_of(route.path));
+    for param in path_parameters(route.path) {
         b = b.parameter(
             ParameterBuilder::new()
                 .name(param)
@@ -1627,7 +1298,7 @@ fn build_operation(
                 .schema(Some(name())),
         );
     }
-    if op.path == "/api/v2/reports" && op.method == "GET" {
+    if route.path == "/api/v2/reports" && route.method == "GET" {
         for (param, schema, text) in report_query() {
             b = b.parameter(
                 ParameterBuilder::new()
@@ -1639,7 +1310,7 @@ fn build_operation(
             );
         }
     }
-    if op.path.ends_with("/info") {
+    if route.path.ends_with("/info") {
         b = b.parameter(
             ParameterBuilder::new()
                 .name("If-None-Match")
@@ -1661,7 +1332,7 @@ fn build_operation(
         ));
     }
     let mut responses = ResponsesBuilder::new();
-    for (code, outs) in replies(rule, op) {
+    for (code, outs) in replies(route) {
         let mut r = ResponseBuilder::new().description(status_text(code));
         let schemas: Vec<RefOr<Schema>> = outs.iter().filter_map(|o| out_schema(*o, v1)).collect();
         let schema = match schemas.len() {
@@ -1684,7 +1355,7 @@ fn build_operation(
                     .build(),
             );
         }
-        if op.path.ends_with("/info") && matches!(code, 200 | 304) {
+        if route.path.ends_with("/info") && matches!(code, 200 | 304) {
             r = r.header(
                 "ETag",
                 HeaderBuilder::new()
@@ -1711,40 +1382,19 @@ fn operation_id(method: &str, path: &str) -> String {
     id
 }
 
-/// The OpenAPI document of every route of [`crate::auth::ROUTE_RULES`].
-#[must_use]
-pub fn document() -> OpenApi {
+/// The OpenAPI document of `routes` (the catalogue, [`crate::catalogue::ROUTES`]).
+pub(crate) fn document(routes: &[Route]) -> OpenApi {
     let mut paths = Paths::new();
     let mut tags: Vec<String> = Vec::new();
-    for route in ROUTE_RULES {
-        let (Some(method), Some(op)) =
-            (method_of(route.method), operation(route.method, route.path))
-        else {
-            // A route without a description is still listed (tests refuse it).
-            if let Some(method) = method_of(route.method) {
-                paths.add_path_operation(
-                    route.path,
-                    vec![method],
-                    OperationBuilder::new()
-                        .summary(Some("(undocumented)"))
-                        .response(
-                            "default",
-                            ResponseBuilder::new().description("Reply").build(),
-                        )
-                        .build(),
-                );
-            }
+    for route in routes {
+        let Some(method) = method_of(route.method) else {
             continue;
         };
         let tag = tag_of(route.path);
         if !tags.contains(&tag) {
             tags.push(tag);
         }
-        paths.add_path_operation(
-            route.path,
-            vec![method],
-            build_operation(route.rule, op, operation_id(route.method, route.path)),
-        );
+        paths.add_path_operation(route.path, vec![method], build_operation(route));
     }
     let mut components = ComponentsBuilder::new()
         .security_scheme(
@@ -1794,142 +1444,4 @@ pub fn document() -> OpenApi {
             tags.into_iter().map(|t| TagBuilder::new().name(t).build()),
         ))
         .build()
-}
-
-/// The document as JSON, built once per process.
-pub fn document_json() -> &'static str {
-    static JSON: OnceLock<String> = OnceLock::new();
-    JSON.get_or_init(|| {
-        document()
-            .to_json()
-            .unwrap_or_else(|e| format!("{{\"error\": \"the document did not serialize: {e}\"}}"))
-    })
-}
-
-/// `GET /api/v2/openapi.json` and `GET /api/openapi.json`.
-pub(crate) async fn serve() -> Response {
-    (
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        )],
-        document_json(),
-    )
-        .into_response()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn every_route_is_described_and_every_description_is_a_route() {
-        for route in ROUTE_RULES {
-            assert!(
-                operation(route.method, route.path).is_some(),
-                "{} {} is in auth::ROUTE_RULES but has no description in openapi::OPERATIONS",
-                route.method,
-                route.path
-            );
-        }
-        for (i, op) in OPERATIONS.iter().enumerate() {
-            assert!(
-                ROUTE_RULES
-                    .iter()
-                    .any(|r| r.method == op.method && r.path == op.path),
-                "openapi::OPERATIONS describes {} {}, which is not in auth::ROUTE_RULES",
-                op.method,
-                op.path
-            );
-            assert!(
-                !OPERATIONS[i + 1..]
-                    .iter()
-                    .any(|o| o.method == op.method && o.path == op.path),
-                "{} {} described twice",
-                op.method,
-                op.path
-            );
-        }
-    }
-
-    #[test]
-    fn every_reference_names_a_component() {
-        let doc = serde_json::to_value(document()).unwrap();
-        let schemas = doc["components"]["schemas"].as_object().unwrap();
-        let mut refs = Vec::new();
-        collect_refs(&doc, &mut refs);
-        assert!(!refs.is_empty());
-        for r in refs {
-            let name = r
-                .strip_prefix("#/components/schemas/")
-                .unwrap_or_else(|| panic!("unexpected $ref {r}"));
-            assert!(schemas.contains_key(name), "$ref {r} names no schema");
-        }
-        for op in OPERATIONS {
-            for out in std::iter::once(op.ok.1).chain(op.errors.iter().map(|e| e.1)) {
-                if let S(name) = out {
-                    assert!(schemas.contains_key(name), "{name}");
-                }
-            }
-            if let Some(body) = op.body {
-                assert!(schemas.contains_key(body), "{body}");
-            }
-        }
-    }
-
-    fn collect_refs(v: &serde_json::Value, out: &mut Vec<String>) {
-        match v {
-            serde_json::Value::Object(map) => {
-                for (k, v) in map {
-                    if k == "$ref" {
-                        out.push(v.as_str().unwrap().to_owned());
-                    } else {
-                        collect_refs(v, out);
-                    }
-                }
-            }
-            serde_json::Value::Array(items) => items.iter().for_each(|v| collect_refs(v, out)),
-            _ => {}
-        }
-    }
-
-    #[test]
-    fn the_document_lists_every_route_with_its_parameters_and_security() {
-        let doc = serde_json::to_value(document()).unwrap();
-        assert_eq!(doc["openapi"], "3.1.0");
-        for route in ROUTE_RULES {
-            let op = &doc["paths"][route.path][route.method.to_ascii_lowercase()];
-            assert!(op.is_object(), "{} {}", route.method, route.path);
-            let params: Vec<&str> = op["parameters"]
-                .as_array()
-                .map(|p| {
-                    p.iter()
-                        .filter(|p| p["in"] == "path")
-                        .map(|p| p["name"].as_str().unwrap())
-                        .collect()
-                })
-                .unwrap_or_default();
-            assert_eq!(params, path_parameters(route.path), "{}", route.path);
-            assert!(op["responses"]["401"].is_object());
-            assert!(op["responses"]["503"].is_object());
-        }
-        let schemes = &doc["components"]["securitySchemes"];
-        assert_eq!(schemes["basic"]["scheme"], "basic");
-        assert_eq!(schemes["bearer"]["scheme"], "bearer");
-        assert_eq!(doc["security"].as_array().unwrap().len(), 2);
-    }
-
-    #[test]
-    fn v1_flags_are_strings_and_v2_flags_booleans() {
-        let doc = serde_json::to_value(document()).unwrap();
-        let forbidden = |path: &str| {
-            doc["paths"][path]["get"]["responses"]["403"]["content"]["application/json"]["schema"]
-                ["anyOf"]
-                .clone()
-        };
-        let v1 = forbidden("/api/apps/{app}");
-        let v2 = forbidden("/api/v2/apps/{app}");
-        assert!(v1.to_string().contains(r#""enum":["False"]"#), "{v1}");
-        assert!(v2.to_string().contains(r#""enum":[false]"#), "{v2}");
-    }
 }

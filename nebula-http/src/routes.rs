@@ -1,127 +1,32 @@
-//! The routes: v1 under `/api`, v2 under `/api/v2`, with the original's status codes and
-//! reply shapes in each dialect.
+//! The handlers: v1 under `/api`, v2 under `/api/v2`, with the original's status codes and
+//! reply shapes in each dialect. The route catalogue ([`crate::catalogue::ROUTES`]) says which
+//! handler serves which route.
 
 // Handlers answer errors as ready responses; their size is irrelevant next to the I/O.
 #![allow(clippy::result_large_err)]
 
-use std::sync::Arc;
-
 use axum::extract::{FromRequest, Path, Request, State};
 use axum::http::StatusCode;
-use axum::middleware;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Extension, Json, Router};
+use axum::{Extension, Json};
 use nebula_core::manager::Manager;
 use nebula_core::model::{App, AppName};
 use serde_json::{Value, json};
 
-use crate::auth::{AuthConfig, Authenticator, Gate};
 use crate::dto::{self, Mode};
 use crate::error::{ApiError, Dialect};
+use crate::state::ApiState;
 
-mod cron_jobs;
-mod device_groups;
-mod reports;
-mod users;
+pub(crate) mod cron_jobs;
+pub(crate) mod device_groups;
+pub(crate) mod reports;
+pub(crate) mod users;
 
 pub use device_groups::InfoCacheConfig;
 pub use reports::ReportsConfig;
 
-/// What every handler shares.
-#[derive(Clone, Debug)]
-pub struct ApiState {
-    /// The manager service.
-    pub manager: Manager,
-    /// Who may call.
-    pub auth: Arc<AuthConfig>,
-}
-
-/// Knobs of the API beyond its state.
-#[derive(Clone, Debug, Default)]
-#[non_exhaustive]
-pub struct RouterOptions {
-    /// The per-process cache of device group `/info` replies.
-    pub info_cache: InfoCacheConfig,
-    /// Checks users' credentials and hashes new ones (its bcrypt cost); one per process.
-    pub authenticator: Arc<Authenticator>,
-    /// How long worker reports are kept.
-    pub reports: ReportsConfig,
-}
-
-/// The whole API: `/api/...` (v1) and `/api/v2/...` (v2), with the default options.
-pub fn router(state: ApiState) -> Router {
-    router_with(state, RouterOptions::default())
-}
-
-/// The whole API with `options`.
-pub fn router_with(state: ApiState, options: RouterOptions) -> Router {
-    let authenticator = options.authenticator;
-    let v1 = Router::new()
-        .route("/status", get(status))
-        .route("/apps", get(list_apps))
-        .route(
-            "/apps/{app}",
-            get(get_app).post(create_app).delete(delete_app),
-        )
-        .route("/apps/{app}/stop", post(stop))
-        .route("/apps/{app}/start", post(start))
-        .route("/apps/{app}/restart", post(restart))
-        .route("/apps/{app}/roll", post(roll))
-        .route("/apps/{app}/release", post(release))
-        .route("/apps/{app}/prune", post(prune))
-        .route(
-            "/apps/{app}/update",
-            post(update_full).put(update_patch).patch(update_patch),
-        )
-        .route("/openapi.json", get(crate::openapi::serve))
-        .layer(Extension(Dialect::V1));
-    let v2 = Router::new()
-        .route("/status", get(status))
-        .route("/apps", get(list_apps))
-        .route(
-            "/apps/{app}",
-            get(get_app).post(create_app).delete(delete_app),
-        )
-        .route("/apps/{app}/stop", post(stop))
-        .route("/apps/{app}/start", post(start))
-        .route("/apps/{app}/restart", post(restart))
-        .route(
-            "/apps/{app}/update",
-            post(update_full).put(update_patch).patch(update_patch),
-        )
-        .merge(cron_jobs::routes())
-        .merge(device_groups::routes())
-        .merge(reports::routes(options.reports))
-        .merge(users::routes())
-        .route("/openapi.json", get(crate::openapi::serve))
-        .layer(Extension(Dialect::V2));
-    let gate = Gate {
-        state: state.clone(),
-        authenticator: authenticator.clone(),
-    };
-    // Every route is added above: the gate authenticates every call and authorizes each route
-    // by `auth::ROUTE_RULES`.
-    let api = Router::new().nest("/api/v2", v2).nest("/api", v1);
-    device_groups::with_info_cache(api, options.info_cache)
-        .layer(Extension(authenticator))
-        .layer(middleware::from_fn_with_state(gate, crate::auth::gate))
-        .fallback(|| async { ApiError::NoRoute })
-        .method_not_allowed_fallback(|| async {
-            (
-                StatusCode::METHOD_NOT_ALLOWED,
-                Json(json!({"error": "method not allowed on this route"})),
-            )
-        })
-        .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| {
-            ApiError::Internal("handler panicked".into()).into_response()
-        }))
-        .layer(tower_http::trace::TraceLayer::new_for_http())
-        .with_state(state)
-}
-
 /// A JSON body, bounded, with errors in the API's own shape.
-struct Body(serde_json::Map<String, Value>);
+pub(crate) struct Body(serde_json::Map<String, Value>);
 
 impl<S: Send + Sync> FromRequest<S> for Body {
     type Rejection = Response;
@@ -149,7 +54,7 @@ impl<S: Send + Sync> FromRequest<S> for Body {
     }
 }
 
-type Reply = Result<Response, Response>;
+pub(crate) type Reply = Result<Response, Response>;
 
 fn fail(dialect: Dialect) -> impl Fn(ApiError) -> Response {
     move |e| e.render(dialect)
@@ -167,7 +72,10 @@ fn doc(app: &App, command: Option<&str>) -> Value {
     value
 }
 
-async fn status(Extension(dialect): Extension<Dialect>, State(state): State<ApiState>) -> Response {
+pub(crate) async fn status(
+    Extension(dialect): Extension<Dialect>,
+    State(state): State<ApiState>,
+) -> Response {
     let store_ok = state.manager.list_apps().await.is_ok();
     let code = if store_ok {
         StatusCode::OK
@@ -181,7 +89,10 @@ async fn status(Extension(dialect): Extension<Dialect>, State(state): State<ApiS
         .into_response()
 }
 
-async fn list_apps(Extension(dialect): Extension<Dialect>, State(state): State<ApiState>) -> Reply {
+pub(crate) async fn list_apps(
+    Extension(dialect): Extension<Dialect>,
+    State(state): State<ApiState>,
+) -> Reply {
     let apps = state
         .manager
         .list_apps()
@@ -190,7 +101,7 @@ async fn list_apps(Extension(dialect): Extension<Dialect>, State(state): State<A
     Ok(Json(json!({ "apps": apps })).into_response())
 }
 
-async fn get_app(
+pub(crate) async fn get_app(
     Extension(d): Extension<Dialect>,
     State(state): State<ApiState>,
     Path(app): Path<String>,
@@ -204,7 +115,7 @@ async fn get_app(
     Ok(Json(doc(&app, None)).into_response())
 }
 
-async fn create_app(
+pub(crate) async fn create_app(
     Extension(d): Extension<Dialect>,
     State(state): State<ApiState>,
     Path(app): Path<String>,
@@ -230,7 +141,7 @@ async fn create_app(
     Ok((code, Json(doc(&app, None))).into_response())
 }
 
-async fn delete_app(
+pub(crate) async fn delete_app(
     Extension(d): Extension<Dialect>,
     State(state): State<ApiState>,
     Path(app): Path<String>,
@@ -263,7 +174,7 @@ where
     Ok((StatusCode::ACCEPTED, Json(doc(&app, command))).into_response())
 }
 
-async fn stop(
+pub(crate) async fn stop(
     Extension(d): Extension<Dialect>,
     State(s): State<ApiState>,
     Path(app): Path<String>,
@@ -278,7 +189,7 @@ async fn stop(
     .await
 }
 
-async fn start(
+pub(crate) async fn start(
     Extension(d): Extension<Dialect>,
     State(s): State<ApiState>,
     Path(app): Path<String>,
@@ -293,7 +204,7 @@ async fn start(
     .await
 }
 
-async fn restart(
+pub(crate) async fn restart(
     Extension(d): Extension<Dialect>,
     State(s): State<ApiState>,
     Path(app): Path<String>,
@@ -304,7 +215,7 @@ async fn restart(
     .await
 }
 
-async fn roll(
+pub(crate) async fn roll(
     Extension(d): Extension<Dialect>,
     State(s): State<ApiState>,
     Path(app): Path<String>,
@@ -315,7 +226,7 @@ async fn roll(
     .await
 }
 
-async fn release(
+pub(crate) async fn release(
     Extension(d): Extension<Dialect>,
     State(s): State<ApiState>,
     Path(app): Path<String>,
@@ -330,7 +241,7 @@ async fn release(
     .await
 }
 
-async fn prune(
+pub(crate) async fn prune(
     Extension(d): Extension<Dialect>,
     State(s): State<ApiState>,
     Path(app): Path<String>,
@@ -345,7 +256,7 @@ async fn prune(
     .await
 }
 
-async fn update_full(
+pub(crate) async fn update_full(
     Extension(d): Extension<Dialect>,
     State(s): State<ApiState>,
     Path(app): Path<String>,
@@ -363,7 +274,7 @@ async fn update_full(
     .await
 }
 
-async fn update_patch(
+pub(crate) async fn update_patch(
     Extension(d): Extension<Dialect>,
     State(s): State<ApiState>,
     Path(app): Path<String>,

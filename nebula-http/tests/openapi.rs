@@ -12,7 +12,8 @@ use nebula_core::manager::Manager;
 use nebula_core::model::{AppName, AppSpec};
 use nebula_core::store::{Collection, Expect, Store, StoreError, Stored};
 use nebula_core::testing::InMemoryStore;
-use nebula_http::auth::{AuthConfig, Authenticator, MIN_BCRYPT_COST, ROUTE_RULES};
+use nebula_http::auth::{AuthConfig, Authenticator, MIN_BCRYPT_COST};
+use nebula_http::catalogue::ROUTES as ROUTE_RULES;
 use nebula_http::{ApiState, RouterOptions, router_with};
 use serde_json::{Value, json};
 use tower::ServiceExt;
@@ -449,7 +450,7 @@ async fn document(api: &Api) -> Value {
     let doc: Value = serde_json::from_slice(&v2.body).unwrap();
     assert_eq!(
         doc,
-        serde_json::to_value(nebula_http::openapi::document()).unwrap()
+        serde_json::to_value(nebula_http::catalogue::document()).unwrap()
     );
     doc
 }

@@ -8,19 +8,19 @@
 // Handlers answer errors as ready responses; their size is irrelevant next to the I/O.
 #![allow(clippy::result_large_err)]
 
+use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use nebula_core::cron_job::{CronJob, CronJobError, CronJobName, CronJobPatch, CronJobSpec};
 use nebula_core::store::StoreError;
 use nebula_core::validate::FieldError;
 use serde_json::{Map, Value, json};
 
-use super::{ApiState, Body, Reply};
+use super::{Body, Reply};
 use crate::dto;
 use crate::error::{ApiError, Dialect};
+use crate::state::ApiState;
 
 /// Every field a client may set.
 const SETTABLE: [&str; 13] = [
@@ -44,20 +44,6 @@ const READ_ONLY: [&str; 4] = ["cron_job_name", "cron_job_id", "incarnation", "_i
 
 /// The fields a create or full update needs, in the original's order.
 const REQUIRED: [&str; 2] = ["docker_image", "schedule"];
-
-/// The cron job routes (under `/api/v2`).
-pub(super) fn routes() -> Router<ApiState> {
-    Router::new()
-        .route("/cron_jobs", get(list))
-        .route(
-            "/cron_jobs/{cron_job}",
-            get(get_one).post(create).delete(delete),
-        )
-        .route(
-            "/cron_jobs/{cron_job}/update",
-            post(update_full).put(update_patch).patch(update_patch),
-        )
-}
 
 fn reply(code: StatusCode, body: Value) -> Response {
     (code, Json(body)).into_response()
@@ -203,18 +189,22 @@ fn spec(body: &Map<String, Value>) -> Result<CronJobSpec, Response> {
     Ok(spec)
 }
 
-async fn list(State(s): State<ApiState>) -> Reply {
+pub(crate) async fn list(State(s): State<ApiState>) -> Reply {
     let jobs = s.manager.list_cron_jobs().await.map_err(cron_error)?;
     Ok(Json(json!({ "cron_jobs": jobs })).into_response())
 }
 
-async fn get_one(State(s): State<ApiState>, Path(job): Path<String>) -> Reply {
+pub(crate) async fn get_one(State(s): State<ApiState>, Path(job): Path<String>) -> Reply {
     let name = job_name(&job)?;
     let job = s.manager.get_cron_job(&name).await.map_err(cron_error)?;
     Ok(Json(doc(&job)).into_response())
 }
 
-async fn create(State(s): State<ApiState>, Path(job): Path<String>, Body(body): Body) -> Reply {
+pub(crate) async fn create(
+    State(s): State<ApiState>,
+    Path(job): Path<String>,
+    Body(body): Body,
+) -> Reply {
     let name = job_name(&job)?;
     expect_exists(&s, &name, false).await?;
     let spec = spec(&body)?;
@@ -226,13 +216,13 @@ async fn create(State(s): State<ApiState>, Path(job): Path<String>, Body(body): 
     Ok(reply(StatusCode::OK, doc(&job)))
 }
 
-async fn delete(State(s): State<ApiState>, Path(job): Path<String>) -> Reply {
+pub(crate) async fn delete(State(s): State<ApiState>, Path(job): Path<String>) -> Reply {
     let name = job_name(&job)?;
     s.manager.delete_cron_job(&name).await.map_err(cron_error)?;
     Ok(reply(StatusCode::OK, json!({})))
 }
 
-async fn update_full(
+pub(crate) async fn update_full(
     State(s): State<ApiState>,
     Path(job): Path<String>,
     Body(body): Body,
@@ -248,7 +238,7 @@ async fn update_full(
     Ok(reply(StatusCode::ACCEPTED, doc(&job)))
 }
 
-async fn update_patch(
+pub(crate) async fn update_patch(
     State(s): State<ApiState>,
     Path(job): Path<String>,
     Body(body): Body,

@@ -18,7 +18,6 @@ use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use nebula_core::device_group::{
     DeviceGroup, DeviceGroupError, DeviceGroupName, Members, MembersPatch,
@@ -29,8 +28,9 @@ use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 
-use super::{ApiState, Body, Reply};
+use super::{Body, Reply};
 use crate::error::{ApiError, Dialect};
+use crate::state::ApiState;
 
 /// How `/info` replies are cached in this process.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -170,27 +170,10 @@ impl InfoCache {
     }
 }
 
-/// The device group routes (under `/api/v2`) and `POST /prune`.
-pub(super) fn routes() -> Router<ApiState> {
-    Router::new()
-        .route("/device_groups", get(list))
-        .route(
-            "/device_groups/{dg}",
-            get(get_one).post(create).delete(delete),
-        )
-        .route("/device_groups/{dg}/info", get(info))
-        .route(
-            "/device_groups/{dg}/update",
-            post(update_full).put(update_patch).patch(update_patch),
-        )
-        .route("/device_groups/{dg}/prune", post(prune_one))
-        .route("/prune", post(prune_all))
-}
-
 /// Wraps the whole API with the `/info` cache: handlers find it as an extension, and a
 /// successful app or cron job write through this process clears it (their documents are part
 /// of `/info`).
-pub(super) fn with_info_cache(api: Router<ApiState>, config: InfoCacheConfig) -> Router<ApiState> {
+pub(crate) fn with_info_cache(api: Router<ApiState>, config: InfoCacheConfig) -> Router<ApiState> {
     api.layer(middleware::from_fn(clear_after_app_writes))
         .layer(Extension(Arc::new(InfoCache::new(config))))
 }
@@ -316,18 +299,18 @@ fn members(body: &Map<String, Value>, full: bool) -> Result<MembersPatch, Respon
     Ok(MembersPatch { apps, cron_jobs })
 }
 
-async fn list(State(s): State<ApiState>) -> Reply {
+pub(crate) async fn list(State(s): State<ApiState>) -> Reply {
     let groups = s.manager.list_device_groups().await.map_err(dg_error)?;
     Ok(Json(json!({ "device_groups": groups })).into_response())
 }
 
-async fn get_one(State(s): State<ApiState>, Path(dg): Path<String>) -> Reply {
+pub(crate) async fn get_one(State(s): State<ApiState>, Path(dg): Path<String>) -> Reply {
     let name = group_name(&dg)?;
     let group = s.manager.get_device_group(&name).await.map_err(dg_error)?;
     Ok(Json(doc(&group)).into_response())
 }
 
-async fn create(
+pub(crate) async fn create(
     State(s): State<ApiState>,
     Extension(cache): Extension<Arc<InfoCache>>,
     Path(dg): Path<String>,
@@ -350,7 +333,7 @@ async fn create(
     Ok(reply(StatusCode::OK, doc(&group)))
 }
 
-async fn delete(
+pub(crate) async fn delete(
     State(s): State<ApiState>,
     Extension(cache): Extension<Arc<InfoCache>>,
     Path(dg): Path<String>,
@@ -362,7 +345,7 @@ async fn delete(
     Ok(reply(StatusCode::OK, json!({})))
 }
 
-async fn update_full(
+pub(crate) async fn update_full(
     State(s): State<ApiState>,
     Extension(cache): Extension<Arc<InfoCache>>,
     Path(dg): Path<String>,
@@ -385,7 +368,7 @@ async fn update_full(
     Ok(reply(StatusCode::ACCEPTED, doc(&group)))
 }
 
-async fn update_patch(
+pub(crate) async fn update_patch(
     State(s): State<ApiState>,
     Extension(cache): Extension<Arc<InfoCache>>,
     Path(dg): Path<String>,
@@ -415,7 +398,7 @@ async fn update_patch(
     Ok(reply(StatusCode::ACCEPTED, doc(&group)))
 }
 
-async fn prune_one(
+pub(crate) async fn prune_one(
     State(s): State<ApiState>,
     Extension(cache): Extension<Arc<InfoCache>>,
     Path(dg): Path<String>,
@@ -430,7 +413,7 @@ async fn prune_one(
     Ok(reply(StatusCode::ACCEPTED, doc(&group)))
 }
 
-async fn prune_all(
+pub(crate) async fn prune_all(
     State(s): State<ApiState>,
     Extension(cache): Extension<Arc<InfoCache>>,
 ) -> Reply {
@@ -465,7 +448,7 @@ fn matches(headers: &HeaderMap, etag: &HeaderValue) -> bool {
         .any(|t| t == "*" || t == ours)
 }
 
-async fn info(
+pub(crate) async fn info(
     State(s): State<ApiState>,
     Extension(cache): Extension<Arc<InfoCache>>,
     Path(dg): Path<String>,

@@ -14,8 +14,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Extension, Json, Router};
+use axum::{Extension, Json};
 use nebula_core::model::AppName;
 use nebula_core::report::{
     MAX_PAGE_SIZE, ReportError, ReportFilter, ReportId, ReportQuery, TimeFilter, WorkerReport,
@@ -24,8 +23,9 @@ use nebula_core::store::StoreError;
 use nebula_core::validate::FieldError;
 use serde_json::{Map, Value, json};
 
-use super::{ApiState, Body, Reply};
+use super::{Body, Reply};
 use crate::error::{ApiError, Dialect};
+use crate::state::ApiState;
 
 /// How the API keeps reports.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -41,14 +41,6 @@ impl Default for ReportsConfig {
             ttl: Duration::from_secs(3600),
         }
     }
-}
-
-/// The report routes (under `/api/v2`).
-pub(super) fn routes(config: ReportsConfig) -> Router<ApiState> {
-    Router::new()
-        .route("/reports", get(list).post(insert))
-        .route("/apps/{app}/status", get(app_status))
-        .layer(Extension(config))
 }
 
 fn now_ns() -> u64 {
@@ -71,7 +63,7 @@ fn invalid(e: FieldError) -> Response {
 }
 
 /// `POST /api/v2/reports`: a worker's report; 200 `{"_id": {"$oid": <id>}}`.
-async fn insert(State(state): State<ApiState>, Body(body): Body) -> Reply {
+pub(crate) async fn insert(State(state): State<ApiState>, Body(body): Body) -> Reply {
     let report: WorkerReport = serde_json::from_value(Value::Object(body))
         .map_err(|e| invalid(FieldError::new("body", format!("must be a report: {e}"))))?;
     let id = state
@@ -144,7 +136,7 @@ fn query(pairs: &[(String, String)]) -> Result<ReportQuery, FieldError> {
 
 /// `GET /api/v2/reports`: `{"data": [...], "last_id": {"$oid": ...}}`, or
 /// `{"data": null, "last_id": null}` past the end.
-async fn list(
+pub(crate) async fn list(
     State(state): State<ApiState>,
     Extension(config): Extension<ReportsConfig>,
     Query(pairs): Query<Vec<(String, String)>>,
@@ -174,7 +166,7 @@ async fn list(
 }
 
 /// `GET /api/v2/apps/<app>/status`.
-async fn app_status(
+pub(crate) async fn app_status(
     State(state): State<ApiState>,
     Extension(config): Extension<ReportsConfig>,
     Path(app): Path<String>,

@@ -9,8 +9,7 @@ use std::sync::Arc;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
-use axum::{Extension, Json, Router};
+use axum::{Extension, Json};
 use nebula_core::users::{
     Access, Grants, User, UserGroup, UserGroupPatch, UserUpdate, validate_user_group_name,
     validate_user_name,
@@ -18,32 +17,12 @@ use nebula_core::users::{
 use nebula_core::validate::FieldError;
 use serde_json::{Map, Value, json};
 
-use super::{ApiState, Body};
+use super::Body;
 use crate::auth::{Authenticator, MAX_SECRET_BYTES};
 use crate::error::ApiError;
+use crate::state::ApiState;
 
 type Reply = Result<Response, ApiError>;
-
-/// The routes, relative to `/api/v2`.
-pub(super) fn routes() -> Router<ApiState> {
-    Router::new()
-        .route("/users", get(list_users))
-        .route(
-            "/users/{user}",
-            get(get_user).post(create_user).delete(delete_user),
-        )
-        .route("/users/{user}/update", put(update_user).patch(update_user))
-        .route("/users/{user}/refresh", post(refresh_token))
-        .route("/user_groups", get(list_groups))
-        .route(
-            "/user_groups/{user_group}",
-            get(get_group).post(create_group).delete(delete_group),
-        )
-        .route(
-            "/user_groups/{user_group}/update",
-            put(update_group).patch(update_group),
-        )
-}
 
 fn ok(body: Value) -> Reply {
     Ok((StatusCode::OK, Json(body)).into_response())
@@ -112,15 +91,15 @@ fn secret(body: &Map<String, Value>, field: &str) -> Result<Option<String>, ApiE
 const USER_FIELDS: [&str; 2] = ["password", "token"];
 const USER_READ_ONLY: [&str; 1] = ["user_name"];
 
-async fn list_users(State(state): State<ApiState>) -> Reply {
+pub(crate) async fn list_users(State(state): State<ApiState>) -> Reply {
     ok(json!({ "users": state.manager.list_users().await? }))
 }
 
-async fn get_user(State(state): State<ApiState>, Path(user): Path<String>) -> Reply {
+pub(crate) async fn get_user(State(state): State<ApiState>, Path(user): Path<String>) -> Reply {
     ok(user_doc(&state.manager.get_user(&user).await?))
 }
 
-async fn create_user(
+pub(crate) async fn create_user(
     State(state): State<ApiState>,
     Extension(authn): Extension<Arc<Authenticator>>,
     Path(user): Path<String>,
@@ -145,7 +124,7 @@ async fn create_user(
     ok(user_doc(&created))
 }
 
-async fn update_user(
+pub(crate) async fn update_user(
     State(state): State<ApiState>,
     Extension(authn): Extension<Arc<Authenticator>>,
     Path(user): Path<String>,
@@ -188,7 +167,7 @@ async fn update_user(
     }
 }
 
-async fn refresh_token(
+pub(crate) async fn refresh_token(
     State(state): State<ApiState>,
     Extension(authn): Extension<Arc<Authenticator>>,
     Path(user): Path<String>,
@@ -217,7 +196,7 @@ async fn refresh_token(
     ok(json!({ "token": plain }))
 }
 
-async fn delete_user(
+pub(crate) async fn delete_user(
     State(state): State<ApiState>,
     Extension(authn): Extension<Arc<Authenticator>>,
     Path(user): Path<String>,
@@ -325,15 +304,15 @@ fn group_patch(body: &Map<String, Value>) -> Result<UserGroupPatch, ApiError> {
     }
 }
 
-async fn list_groups(State(state): State<ApiState>) -> Reply {
+pub(crate) async fn list_groups(State(state): State<ApiState>) -> Reply {
     ok(json!({ "user_groups": state.manager.list_user_groups().await? }))
 }
 
-async fn get_group(State(state): State<ApiState>, Path(group): Path<String>) -> Reply {
+pub(crate) async fn get_group(State(state): State<ApiState>, Path(group): Path<String>) -> Reply {
     ok(group_doc(&state.manager.get_user_group(&group).await?))
 }
 
-async fn create_group(
+pub(crate) async fn create_group(
     State(state): State<ApiState>,
     Path(group): Path<String>,
     Body(body): Body,
@@ -345,7 +324,7 @@ async fn create_group(
     ))
 }
 
-async fn update_group(
+pub(crate) async fn update_group(
     State(state): State<ApiState>,
     Path(group): Path<String>,
     Body(body): Body,
@@ -363,7 +342,10 @@ async fn update_group(
     ))
 }
 
-async fn delete_group(State(state): State<ApiState>, Path(group): Path<String>) -> Reply {
+pub(crate) async fn delete_group(
+    State(state): State<ApiState>,
+    Path(group): Path<String>,
+) -> Reply {
     state.manager.delete_user_group(&group).await?;
     ok(json!({}))
 }
