@@ -17,7 +17,7 @@ use serde::ser::{SerializeMap, Serializer};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::validate::{FieldError, MAX_LIST_LEN, MAX_STRING_LEN};
+use crate::field::{FieldError, MAX_LIST_LEN, MAX_STRING_LEN};
 
 /// The field's name in app and cron job documents.
 pub const FIELD: &str = "healthcheck";

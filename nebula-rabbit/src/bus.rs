@@ -12,7 +12,7 @@ use lapin::options::{
 use lapin::types::{AMQPValue, FieldArray, FieldTable, LongString, ShortString};
 use lapin::uri::{AMQPAuthority, AMQPQueryString, AMQPScheme, AMQPUri, AMQPUserInfo};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ErrorKind, ExchangeKind};
-use nebula_core::bus::{Bus, BusError, BusMessage, Delivery, Subscription, Topic};
+use nebula_core::bus::{BusError, BusMessage, Delivery, Subscription, Topic};
 use tokio::sync::{Mutex, mpsc};
 use tokio::time::Instant;
 
@@ -42,9 +42,9 @@ const HEADER_RESERVE: usize = 1024;
 pub struct RabbitBus {
     inner: Arc<Inner>,
     /// The side of worker reports (`crate::reports`).
-    pub(crate) reports: Arc<crate::reports::ReportLink>,
+    pub(crate) reports: Arc<crate::links::ReportLink>,
     /// Where this bus stands on each stream ([`crate::Topology::Streams`]).
-    pub(crate) streams: Arc<crate::streams::Offsets>,
+    pub(crate) streams: Arc<crate::links::Offsets>,
 }
 
 struct Inner {
@@ -483,10 +483,9 @@ impl RabbitBus {
     }
 }
 
-#[async_trait]
-impl Bus for RabbitBus {
+impl RabbitBus {
     /// One publish for every topic of the message (see [`wire::routes`]), confirmed.
-    async fn publish(&self, message: &BusMessage) -> Result<(), BusError> {
+    pub(crate) async fn publish_change(&self, message: &BusMessage) -> Result<(), BusError> {
         let body = wire::encode(message)
             .map_err(|e| self.unavailable(format_args!("cannot encode the message: {e}")))?;
         let (_, _, frame_max) = self.publisher().await?;
@@ -500,10 +499,9 @@ impl Bus for RabbitBus {
         Ok(())
     }
 
-    async fn subscribe(&self, topics: &[Topic]) -> Result<Subscription, BusError> {
-        if self.inner.config.topology == crate::Topology::Streams {
-            return crate::streams::subscribe(self, topics).await;
-        }
+    /// A subscription on this worker's own durable queue, bound to `topics`
+    /// ([`crate::Topology::Queues`]).
+    pub(crate) async fn subscribe_queue(&self, topics: &[Topic]) -> Result<Subscription, BusError> {
         let conn = {
             let mut state = self.inner.state.lock().await;
             self.ensure_link(&mut state).await?.0

@@ -184,6 +184,7 @@
 
 mod bus;
 mod config;
+mod links;
 mod reports;
 mod streams;
 pub mod wire;
@@ -194,3 +195,26 @@ pub use config::{
     InvalidConfig, MAX_WORKER_ID_LEN, RabbitConfig, Topology,
 };
 pub use streams::{DEDUP_WINDOW, STREAM_PREFIX, TIMESTAMP_SLACK, stream_arguments, stream_name};
+
+/// The bus of changes: publishing is the same in both topologies; a subscription reads this
+/// worker's queue ([`Topology::Queues`]) or the topics' streams ([`Topology::Streams`]). Here,
+/// at the root, so that neither `bus` nor `streams` imports the other back.
+#[async_trait::async_trait]
+impl nebula_core::bus::Bus for RabbitBus {
+    async fn publish(
+        &self,
+        message: &nebula_core::bus::BusMessage,
+    ) -> Result<(), nebula_core::bus::BusError> {
+        self.publish_change(message).await
+    }
+
+    async fn subscribe(
+        &self,
+        topics: &[nebula_core::bus::Topic],
+    ) -> Result<nebula_core::bus::Subscription, nebula_core::bus::BusError> {
+        if self.config().topology == Topology::Streams {
+            return streams::subscribe(self, topics).await;
+        }
+        self.subscribe_queue(topics).await
+    }
+}

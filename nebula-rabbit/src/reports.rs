@@ -37,7 +37,7 @@ use lapin::types::{FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, ExchangeKind};
 use nebula_core::bus::{BusError, ReportBus, Subscription};
 use nebula_core::report::WorkerReport;
-use tokio::sync::{Mutex, mpsc};
+use tokio::sync::mpsc;
 
 use crate::bus::{RabbitBus, describe, pump, queue_args, short};
 use crate::config::RabbitConfig;
@@ -45,13 +45,6 @@ use crate::wire;
 
 /// AMQP `delivery_mode` of a persistent message.
 const PERSISTENT: u8 = 2;
-
-/// A bus's report publisher: one confirm-mode channel on the bus's connection, with the report
-/// topology declared, opened at the first report.
-#[derive(Debug, Default)]
-pub(crate) struct ReportLink {
-    publisher: Mutex<Option<Channel>>,
-}
 
 enum PublishError {
     Transport(lapin::Error),

@@ -26,7 +26,6 @@
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use futures::StreamExt;
@@ -43,6 +42,7 @@ use tokio::sync::mpsc;
 
 use crate::bus::{RabbitBus, ack_delivery, describe, short};
 use crate::config::{DEFAULT_EXCHANGE, RabbitConfig};
+use crate::links::Offsets;
 use crate::wire;
 
 /// The start of every stream's name.
@@ -50,9 +50,7 @@ pub const STREAM_PREFIX: &str = "nebula.stream.";
 /// The largest stream segment; retention drops whole segments, so they stay small next to
 /// [`RabbitConfig::stream_max_bytes`] (an eighth of it at most).
 const MAX_SEGMENT_BYTES: u64 = 8 * 1024 * 1024;
-/// How far before its first subscription a bus that acknowledged nothing on a stream resumes
-/// (the broker's and this host's clocks may differ; AMQP timestamps are whole seconds).
-pub const TIMESTAMP_SLACK: Duration = Duration::from_secs(10);
+pub use crate::links::TIMESTAMP_SLACK;
 /// How many recent changes a subscription of several streams remembers to skip the copy of
 /// a change that reached it through another of its streams.
 pub const DEDUP_WINDOW: usize = 4096;
@@ -113,85 +111,6 @@ pub fn stream_arguments(config: &RabbitConfig) -> FieldTable {
         AMQPValue::LongLongInt(i64::try_from(segment).unwrap_or(i64::MAX)),
     );
     args
-}
-
-/// Where this bus stands on each stream it subscribed to.
-#[derive(Default)]
-pub(crate) struct Offsets {
-    streams: Mutex<HashMap<String, Position>>,
-}
-
-#[derive(Clone, Copy, Debug)]
-enum Position {
-    /// Subscribed at this time, nothing acknowledged yet.
-    Since(SystemTime),
-    /// Everything up to this offset is handled.
-    After(u64),
-}
-
-/// Where a consumer starts.
-#[derive(Clone, Copy, Debug)]
-enum Start {
-    Next,
-    Since(SystemTime),
-    After(u64),
-}
-
-impl Start {
-    fn argument(self) -> AMQPValue {
-        match self {
-            Self::Next => AMQPValue::LongString(LongString::from("next")),
-            Self::Since(at) => {
-                let secs = at
-                    .checked_sub(TIMESTAMP_SLACK)
-                    .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
-                    .map_or(0, |d| d.as_secs());
-                AMQPValue::Timestamp(secs)
-            }
-            Self::After(offset) => {
-                AMQPValue::LongLongInt(i64::try_from(offset.saturating_add(1)).unwrap_or(i64::MAX))
-            }
-        }
-    }
-
-    /// The first offset this consumer may hand on (the broker starts at a chunk's beginning).
-    fn first(self) -> u64 {
-        match self {
-            Self::After(offset) => offset.saturating_add(1),
-            Self::Next | Self::Since(_) => 0,
-        }
-    }
-}
-
-impl Offsets {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Position>> {
-        self.streams.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Where a consumer of `stream` starts, remembering that this bus subscribed to it.
-    fn start(&self, stream: &str) -> Start {
-        let mut streams = self.lock();
-        match streams.get(stream) {
-            None => {
-                streams.insert(stream.to_owned(), Position::Since(SystemTime::now()));
-                Start::Next
-            }
-            Some(Position::Since(at)) => Start::Since(*at),
-            Some(Position::After(offset)) => Start::After(*offset),
-        }
-    }
-
-    /// Everything up to `offset` of `stream` is handled (never moves back).
-    fn handled(&self, stream: &str, offset: u64) {
-        let mut streams = self.lock();
-        match streams.get_mut(stream) {
-            Some(Position::After(at)) => *at = (*at).max(offset),
-            Some(p @ Position::Since(_)) => *p = Position::After(offset),
-            None => {
-                streams.insert(stream.to_owned(), Position::After(offset));
-            }
-        }
-    }
 }
 
 /// One stream of one subscription: the deliveries handed on and not yet acknowledged, and
@@ -528,8 +447,10 @@ impl nebula_core::bus::Acker for StreamAcker {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::links::Start;
     use nebula_core::device_group::DeviceGroupName;
     use nebula_core::model::AppName;
+    use std::time::Duration;
 
     #[test]
     fn stream_names_follow_the_binding_keys() {
