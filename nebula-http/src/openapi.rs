@@ -1445,3 +1445,64 @@ pub(crate) fn document(routes: &[Route]) -> OpenApi {
         ))
         .build()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use regex_automata::meta::Regex;
+
+    /// The document's patterns restate nebula-core's rules: they agree on every sample.
+    #[test]
+    fn the_patterns_agree_with_nebula_core_validation() {
+        let image = Regex::new(IMAGE_PATTERN).unwrap();
+        for sample in [
+            "nginx",
+            "nginx:1.27",
+            "library/nginx:latest",
+            "registry.example.com:5000/team/app:v1.2",
+            "localhost:5000/app",
+            "ghcr.io/org/app@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+            "app:tag@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+            "a.b-c_d/e__f",
+            "",
+            "Nginx",
+            "nginx:",
+            ":tag",
+            "nginx:bad tag",
+            "app@sha256:short",
+            "/app",
+            "app/",
+            "app--",
+            "-app",
+        ] {
+            assert_eq!(
+                image.is_match(sample),
+                nebula_core::validate::docker_image(sample).is_ok(),
+                "docker_image {sample:?}"
+            );
+        }
+        let volume = Regex::new(VOLUME_PATTERN).unwrap();
+        for sample in [
+            "/data:/data",
+            "/data:/data:ro",
+            "/data:/data:ro,z",
+            "named:/var/lib/x",
+            "named:/var/lib/x:rw,nocopy",
+            "/:/host",
+            "data",
+            "/data",
+            "relative/path:/data",
+            "/data:relative",
+            "/data:/data:bogus",
+            "/data:/data:ro,",
+            "-named:/x",
+            ":/x",
+        ] {
+            assert_eq!(
+                volume.is_match(sample),
+                nebula_core::validate::volume(sample).is_ok(),
+                "volume {sample:?}"
+            );
+        }
+    }
+}
