@@ -235,6 +235,7 @@ mod tests {
             restart_mode: crate::model::RestartMode::AsConfigured,
             prune_generation: 0,
             spec,
+            fleet_rollout: None,
         }
     }
 

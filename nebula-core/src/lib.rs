@@ -9,6 +9,7 @@
 //! must pass live in [`testing`], behind the `testing` feature.
 
 pub mod bus;
+pub mod cohort;
 pub mod container;
 pub mod cron_job;
 pub mod cron_schedule;
@@ -20,6 +21,7 @@ pub mod manager;
 pub mod model;
 pub mod plan;
 pub mod report;
+pub mod rollout;
 pub mod runtime;
 pub mod schedule;
 pub mod store;

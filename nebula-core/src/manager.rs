@@ -255,6 +255,7 @@ impl Manager {
             restart_mode: RestartMode::AsConfigured,
             prune_generation: 0,
             spec,
+            fleet_rollout: None,
         };
         document::create(self.store.as_ref(), &app).await?;
         tracing::info!(app = %app.app_name, "app created");

@@ -10,6 +10,8 @@ use serde::de::{self, Deserializer};
 use serde::ser::{SerializeMap, Serializer};
 use serde::{Deserialize, Serialize};
 
+use crate::cohort::{Cohort, spread_fraction};
+
 /// The default networks of a v2 app: the `nebula` user bridge, then Docker's `bridge`.
 pub const DEFAULT_NETWORKS: [&str; 2] = ["nebula", "bridge"];
 
@@ -397,6 +399,59 @@ pub struct App {
     /// The user's fields.
     #[serde(flatten)]
     pub spec: AppSpec,
+    /// While a fleet rollout moves the app: the candidate and which hosts run it. Absent
+    /// otherwise, so documents without a rollout keep their shape.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fleet_rollout: Option<Box<CandidateRule>>,
+}
+
+/// What an app's document carries while a fleet rollout moves it from its spec (the stable
+/// one) to a candidate: one rule every host applies to its own name (see [`crate::cohort`]).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CandidateRule {
+    /// The rollout this rule belongs to.
+    pub rollout_id: u64,
+    /// The hosts that run the candidate.
+    #[serde(flatten)]
+    pub cohort: Cohort,
+    /// Hosts under this threshold (and the canaries) pull the candidate's image ahead,
+    /// without switching; at least `threshold_bp`.
+    #[serde(default)]
+    pub prefetch_bp: u32,
+    /// A pre-pulling host waits its own share of this many seconds first, so the fleet's
+    /// pulls are spread out (the rollout's pace).
+    #[serde(default)]
+    pub prefetch_spread_seconds: u32,
+    /// The spec the cohort runs.
+    pub candidate: AppSpec,
+}
+
+impl CandidateRule {
+    /// Whether `host` runs the candidate.
+    #[must_use]
+    pub fn runs_candidate(&self, host: &str) -> bool {
+        self.cohort.includes(host)
+    }
+
+    /// Whether `host` should hold the candidate's image without running it yet.
+    #[must_use]
+    pub fn prefetches(&self, host: &str) -> bool {
+        !self.runs_candidate(host)
+            && self.prefetch_bp > self.cohort.threshold_bp
+            && Cohort {
+                threshold_bp: self.prefetch_bp,
+                ..self.cohort.clone()
+            }
+            .includes(host)
+    }
+
+    /// How long `host` waits before its pre-pull.
+    #[must_use]
+    pub fn prefetch_delay(&self, host: &str) -> std::time::Duration {
+        std::time::Duration::from_secs_f64(
+            f64::from(self.prefetch_spread_seconds) * spread_fraction(self.cohort.salt, host),
+        )
+    }
 }
 
 impl App {
@@ -405,6 +460,16 @@ impl App {
     #[must_use]
     pub fn revision(&self) -> (u64, u64) {
         (self.incarnation, self.app_id)
+    }
+
+    /// The spec `host` runs: the candidate while a fleet rollout puts the host in its
+    /// cohort, else the app's own.
+    #[must_use]
+    pub fn spec_for(&self, host: &str) -> &AppSpec {
+        match &self.fleet_rollout {
+            Some(rule) if rule.runs_candidate(host) => &rule.candidate,
+            _ => &self.spec,
+        }
     }
 
     /// Whether replacements of this app roll out in waves.
@@ -438,8 +503,10 @@ mod tests {
             restart_mode: RestartMode::Rolling,
             prune_generation: 0,
             spec,
+            fleet_rollout: None,
         };
         let json = serde_json::to_value(&app).unwrap();
+        assert!(json.get("fleet_rollout").is_none());
         assert_eq!(json["app_name"], "site");
         assert_eq!(
             json["starting_ports"],

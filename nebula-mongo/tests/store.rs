@@ -95,6 +95,7 @@ fn full_app(incarnation: u64) -> App {
         restart_mode: RestartMode::Rolling,
         prune_generation: 2,
         spec,
+        fleet_rollout: None,
     }
 }
 

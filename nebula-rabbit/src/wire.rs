@@ -368,6 +368,7 @@ mod tests {
             restart_mode: RestartMode::AsConfigured,
             prune_generation: 0,
             spec: AppSpec::with_image("busybox"),
+            fleet_rollout: None,
         }
     }
 

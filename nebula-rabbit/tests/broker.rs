@@ -50,6 +50,7 @@ fn in_groups(app: &str, app_id: u64, groups: &[String]) -> BusMessage {
             restart_mode: RestartMode::AsConfigured,
             prune_generation: 0,
             spec: AppSpec::with_image("busybox"),
+            fleet_rollout: None,
         },
         device_groups: groups.iter().map(|g| group(g)).collect(),
     }

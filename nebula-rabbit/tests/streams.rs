@@ -47,6 +47,7 @@ fn changed(app: &str, app_id: u64) -> BusMessage {
         restart_mode: RestartMode::AsConfigured,
         prune_generation: 0,
         spec: AppSpec::with_image("busybox"),
+        fleet_rollout: None,
     })
 }
 

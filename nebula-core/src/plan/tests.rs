@@ -29,6 +29,7 @@ fn app(count: u32, rolling: bool, wave: u32, min_healthy: u32) -> App {
         restart_mode: RestartMode::AsConfigured,
         prune_generation: 0,
         spec,
+        fleet_rollout: None,
     }
 }
 

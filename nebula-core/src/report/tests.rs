@@ -203,6 +203,7 @@ fn app(app_id: u64, incarnation: u64, servers: u32) -> App {
         restart_mode: RestartMode::AsConfigured,
         prune_generation: 0,
         spec,
+        fleet_rollout: None,
     }
 }
 

@@ -182,6 +182,7 @@ fn app(name: &str, app_id: u64) -> App {
         restart_mode: RestartMode::AsConfigured,
         prune_generation: 0,
         spec: AppSpec::with_image("busybox"),
+        fleet_rollout: None,
     }
 }
 
