@@ -40,6 +40,11 @@ mod device_groups;
 mod document;
 pub mod outbox;
 mod reports;
+mod rollouts;
+
+pub use rollouts::{
+    DryRun, FleetWindow, PlannedStep, PolicyPatch, RolloutAction, RolloutError, RolloutStatus,
+};
 mod users;
 
 /// How many times a write is retried when another manager changed the document meanwhile.

@@ -186,6 +186,20 @@ pub struct AppStatus {
     /// Set when the host runs this version from a local image because its pull failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pull_fallback: Option<PullFallback>,
+    /// Set while a fleet rollout moves the app: where this host stands in it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fleet_rollout: Option<HostRollout>,
+}
+
+/// Where one host stands in an app's fleet rollout, as it reports it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostRollout {
+    /// The rollout whose rule the host applied.
+    pub rollout_id: u64,
+    /// Whether the host runs the candidate.
+    pub on_candidate: bool,
+    /// Whether the host holds the candidate's image.
+    pub candidate_image_present: bool,
 }
 
 /// What a worker reports at check-in.
@@ -612,6 +626,7 @@ pub fn app_status(app: &App, host: HostResources, containers: &[&ObservedContain
             .unwrap_or(u32::MAX),
         converged,
         pull_fallback: None,
+        fleet_rollout: None,
     }
 }
 

@@ -597,8 +597,13 @@ impl FleetRollout {
     }
 
     /// Whether the current cohort is healthy enough to go on: enough of it reports, and
-    /// every reporting host is healthy.
+    /// every reporting host is healthy; and some host of the fleet reports at all.
     fn gate_passes(&self, tally: &Tally) -> bool {
+        // A fleet of which no host reports gives no verdict: wait (a step of a small fleet
+        // may be empty, a fleet that says nothing may not).
+        if tally.known == tally.count(HostState::Offline) {
+            return false;
+        }
         let reported_ok = (tally.cohort_reporting as f64) * 100.0
             >= self.policy.min_reported_percent * (tally.cohort as f64);
         reported_ok && tally.count(HostState::Healthy) == tally.cohort_reporting

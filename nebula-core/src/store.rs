@@ -29,6 +29,8 @@ pub enum Collection {
     /// What the managers last published per topic (`app/<name>`, `dg/<group>`): the marks
     /// the manager's outbox compares the stored state with (`manager::outbox`).
     PublishMarks,
+    /// Fleet rollouts, keyed by app name (each app's last one).
+    FleetRollouts,
 }
 
 impl Collection {
@@ -43,11 +45,12 @@ impl Collection {
             Self::UserGroups => "nebula_user_groups",
             Self::Reports => "nebula_reports",
             Self::PublishMarks => "nebula_publish_marks",
+            Self::FleetRollouts => "nebula_fleet_rollouts",
         }
     }
 
     /// Every collection.
-    pub const ALL: [Self; 7] = [
+    pub const ALL: [Self; 8] = [
         Self::Apps,
         Self::DeviceGroups,
         Self::CronJobs,
@@ -55,6 +58,7 @@ impl Collection {
         Self::UserGroups,
         Self::Reports,
         Self::PublishMarks,
+        Self::FleetRollouts,
     ];
 }
 

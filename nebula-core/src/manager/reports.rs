@@ -69,7 +69,8 @@ pub(crate) fn now_ns() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
 
-fn decode(stored: Stored) -> Option<StoredReport> {
+/// A stored report, or `None` (logged) when it does not decode.
+pub(super) fn decode_report(stored: Stored) -> Option<StoredReport> {
     match serde_json::from_value(stored.doc) {
         Ok(r) => Some(r),
         Err(e) => {
@@ -81,7 +82,7 @@ fn decode(stored: Stored) -> Option<StoredReport> {
 
 impl Manager {
     /// Every stored report with a well-formed key, sorted by id.
-    async fn report_docs(&self) -> Result<Vec<(ReportId, Stored)>, ReportError> {
+    pub(super) async fn report_docs(&self) -> Result<Vec<(ReportId, Stored)>, ReportError> {
         Ok(self
             .store
             .list(Collection::Reports)
@@ -141,7 +142,13 @@ impl Manager {
         now_ns: u64,
         ttl: Duration,
     ) -> Result<ReportPage, ReportError> {
-        Ok(page(self.report_docs().await?, query, now_ns, ttl, decode))
+        Ok(page(
+            self.report_docs().await?,
+            query,
+            now_ns,
+            ttl,
+            decode_report,
+        ))
     }
 
     /// How the hosts that reported within `ttl` of `now_ns` run `app`
@@ -166,7 +173,7 @@ impl Manager {
             .await?
             .into_iter()
             .filter(|(id, _)| !id.expired(now_ns, ttl))
-            .filter_map(|(id, stored)| decode(stored).map(|s| (id, s.report)));
+            .filter_map(|(id, stored)| decode_report(stored).map(|s| (id, s.report)));
         Ok(app_status_view(&app, reports, now_ns, ttl))
     }
 
@@ -604,6 +611,7 @@ mod tests {
                 running_containers: 1,
                 converged: true,
                 pull_fallback: None,
+                fleet_rollout: None,
             },
         );
         m.send(&r).await.unwrap();

@@ -218,6 +218,7 @@ fn status(app_id: u64, incarnation: u64, converged: bool) -> BTreeMap<String, Ap
             running_containers: 1,
             converged,
             pull_fallback: None,
+            fleet_rollout: None,
         },
     )])
 }
@@ -297,6 +298,7 @@ fn convergence_needs_exactly_the_current_containers_up() {
             running_containers: 2,
             converged: true,
             pull_fallback: None,
+            fleet_rollout: None,
         }
     );
     assert!(!app_status(&a, host, &[&up1]).converged, "one missing");
@@ -397,6 +399,7 @@ fn validation_names_the_field() {
         "site".into(),
         AppStatus {
             pull_fallback: Some(fallback),
+            fleet_rollout: None,
             ..AppStatus::default()
         },
     );

@@ -573,3 +573,17 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_fleet_of_which_no_host_reports_holds_the_rollout_at_its_first_step() {
+    let mut r = rollout(policy(serde_json::json!({"steps": [{"percent": 10}]})));
+    for t in 0..20 {
+        r.advance(&Fleet {
+            hosts: &[],
+            online_since_ns: 0,
+            now_ns: t * S,
+        });
+    }
+    assert_eq!(r.phase, Phase::Rolling);
+    assert_eq!(r.stage, 0);
+}

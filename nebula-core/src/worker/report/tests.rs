@@ -142,6 +142,7 @@ async fn a_device_group_report_tells_versions_containers_and_convergence() {
             running_containers: 0,
             converged: false,
             pull_fallback: None,
+            fleet_rollout: None,
         }
     );
 
