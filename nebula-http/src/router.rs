@@ -71,6 +71,7 @@ pub fn router_with(state: ApiState, options: RouterOptions) -> Router {
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| {
             ApiError::Internal("handler panicked".into()).into_response()
         }))
+        .layer(middleware::from_fn(crate::error::render_errors))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)
 }
@@ -107,11 +108,6 @@ async fn gate(
     };
     if let Some(matched) = matched {
         let path = matched.as_str();
-        let dialect = if path.starts_with("/api/v2/") {
-            Dialect::V2
-        } else {
-            Dialect::V1
-        };
         match rule_of(request.method().as_str(), path) {
             Ok(Some(rule)) => {
                 let allowed = match &params {
@@ -120,14 +116,14 @@ async fn gate(
                 };
                 if !allowed {
                     tracing::info!(user = principal.user_name(), method = %request.method(), route = path, "access denied");
-                    return ApiError::AccessDenied.render(dialect);
+                    return ApiError::AccessDenied.into_response();
                 }
             }
             Ok(None) => {}
             Err(()) => {
                 // Not reached: the router serves the catalogue's rows only.
                 return ApiError::Internal(format!("route {path} has no authorization rule"))
-                    .render(dialect);
+                    .into_response();
             }
         }
     }

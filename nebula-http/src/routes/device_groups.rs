@@ -6,9 +6,6 @@
 //! invalidated by every write through this process that can change a group's state, and each
 //! reply carries an ETag so a worker whose state is current gets a bodiless 304.
 
-// Handlers answer errors as ready responses; their size is irrelevant next to the I/O.
-#![allow(clippy::result_large_err)]
-
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -19,17 +16,14 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json, Router};
-use nebula_core::device_group::{
-    DeviceGroup, DeviceGroupError, DeviceGroupName, Members, MembersPatch,
-};
+use nebula_core::device_group::{DeviceGroup, DeviceGroupName, Members, MembersPatch};
 use nebula_core::model::AppName;
-use nebula_core::store::StoreError;
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 
 use super::{Body, Reply};
-use crate::error::{ApiError, Dialect};
+use crate::error::ApiError;
 use crate::state::ApiState;
 
 /// How `/info` replies are cached in this process.
@@ -200,34 +194,8 @@ fn reply(code: StatusCode, body: Value) -> Response {
     (code, Json(body)).into_response()
 }
 
-fn dg_error(e: DeviceGroupError) -> Response {
-    match e {
-        DeviceGroupError::Exists => {
-            reply(StatusCode::FORBIDDEN, json!({"device_group_exists": true}))
-        }
-        DeviceGroupError::NotFound => {
-            reply(StatusCode::FORBIDDEN, json!({"device_group_exists": false}))
-        }
-        DeviceGroupError::AppNotFound(_) => {
-            reply(StatusCode::FORBIDDEN, json!({"app_exists": false}))
-        }
-        DeviceGroupError::CronJobNotFound(_) => {
-            reply(StatusCode::FORBIDDEN, json!({"cron_job_exists": false}))
-        }
-        DeviceGroupError::Invalid(errors) => ApiError::Invalid(errors).render(Dialect::V2),
-        DeviceGroupError::Contended => reply(
-            StatusCode::CONFLICT,
-            json!({"error": "too many concurrent changes to this device group; retry"}),
-        ),
-        DeviceGroupError::Store(StoreError::Unavailable(_)) => {
-            ApiError::Unavailable.render(Dialect::V2)
-        }
-        other => ApiError::Internal(other.to_string()).render(Dialect::V2),
-    }
-}
-
-fn group_name(raw: &str) -> Result<DeviceGroupName, Response> {
-    DeviceGroupName::parse(raw).map_err(|e| ApiError::from(e).render(Dialect::V2))
+fn group_name(raw: &str) -> Result<DeviceGroupName, ApiError> {
+    Ok(DeviceGroupName::parse(raw)?)
 }
 
 fn doc(group: &DeviceGroup) -> Value {
@@ -244,7 +212,7 @@ const READ_ONLY: [&str; 5] = [
 ];
 
 /// Reads `apps` and `cron_jobs` from a body; with `full`, an absent list is `[]`.
-fn members(body: &Map<String, Value>, full: bool) -> Result<MembersPatch, Response> {
+fn members(body: &Map<String, Value>, full: bool) -> Result<MembersPatch, ApiError> {
     let unknown: Vec<nebula_core::validate::FieldError> = body
         .keys()
         .filter(|k| !matches!(k.as_str(), "apps" | "cron_jobs") && !READ_ONLY.contains(&k.as_str()))
@@ -256,9 +224,9 @@ fn members(body: &Map<String, Value>, full: bool) -> Result<MembersPatch, Respon
         })
         .collect();
     if !unknown.is_empty() {
-        return Err(ApiError::Invalid(unknown).render(Dialect::V2));
+        return Err(ApiError::Invalid(unknown));
     }
-    let list = |key: &str| -> Result<Option<Vec<String>>, Response> {
+    let list = |key: &'static str| -> Result<Option<Vec<String>>, ApiError> {
         match body.get(key) {
             None if full => Ok(Some(Vec::new())),
             None => Ok(None),
@@ -266,19 +234,13 @@ fn members(body: &Map<String, Value>, full: bool) -> Result<MembersPatch, Respon
                 .iter()
                 .map(|i| {
                     i.as_str().map(str::to_owned).ok_or_else(|| {
-                        ApiError::from(nebula_core::validate::FieldError::new(
-                            key,
-                            "must be a list of names",
-                        ))
-                        .render(Dialect::V2)
+                        nebula_core::validate::FieldError::new(key, "must be a list of names")
+                            .into()
                     })
                 })
                 .collect::<Result<Vec<_>, _>>()
                 .map(Some),
-            Some(_) => Err(reply(
-                StatusCode::BAD_REQUEST,
-                json!({ format!("{key}_is_list"): false }),
-            )),
+            Some(_) => Err(ApiError::NotAList(key)),
         }
     };
     let apps = list("apps")?;
@@ -289,8 +251,7 @@ fn members(body: &Map<String, Value>, full: bool) -> Result<MembersPatch, Respon
                 .iter()
                 .map(|n| {
                     // A name no app can have names no app that exists.
-                    AppName::parse(n)
-                        .map_err(|_| dg_error(DeviceGroupError::AppNotFound(n.clone())))
+                    AppName::parse(n).map_err(|_| ApiError::AppNotFound)
                 })
                 .collect::<Result<Vec<_>, _>>()?,
         ),
@@ -300,13 +261,13 @@ fn members(body: &Map<String, Value>, full: bool) -> Result<MembersPatch, Respon
 }
 
 pub(crate) async fn list(State(s): State<ApiState>) -> Reply {
-    let groups = s.manager.list_device_groups().await.map_err(dg_error)?;
+    let groups = s.manager.list_device_groups().await?;
     Ok(Json(json!({ "device_groups": groups })).into_response())
 }
 
 pub(crate) async fn get_one(State(s): State<ApiState>, Path(dg): Path<String>) -> Reply {
     let name = group_name(&dg)?;
-    let group = s.manager.get_device_group(&name).await.map_err(dg_error)?;
+    let group = s.manager.get_device_group(&name).await?;
     Ok(Json(doc(&group)).into_response())
 }
 
@@ -327,8 +288,7 @@ pub(crate) async fn create(
                 cron_jobs: patch.cron_jobs.unwrap_or_default(),
             },
         )
-        .await
-        .map_err(dg_error)?;
+        .await?;
     cache.invalidate(&name);
     Ok(reply(StatusCode::OK, doc(&group)))
 }
@@ -341,7 +301,7 @@ pub(crate) async fn delete(
     let name = group_name(&dg)?;
     let result = s.manager.delete_device_group(&name).await;
     cache.invalidate(&name);
-    result.map_err(dg_error)?;
+    result?;
     Ok(reply(StatusCode::OK, json!({})))
 }
 
@@ -362,8 +322,7 @@ pub(crate) async fn update_full(
                 cron_jobs: patch.cron_jobs.unwrap_or_default(),
             },
         )
-        .await
-        .map_err(dg_error)?;
+        .await?;
     cache.invalidate(&name);
     Ok(reply(StatusCode::ACCEPTED, doc(&group)))
 }
@@ -376,24 +335,14 @@ pub(crate) async fn update_patch(
 ) -> Reply {
     let name = group_name(&dg)?;
     if body.is_empty() {
-        return Err(reply(
-            StatusCode::BAD_REQUEST,
-            json!({"missing_parameters": true}),
-        ));
+        return Err(ApiError::NothingToChange);
     }
     let patch = members(&body, false)?;
     if patch.is_empty() {
         // Only read-only fields were sent.
-        return Err(reply(
-            StatusCode::BAD_REQUEST,
-            json!({"missing_parameters": true}),
-        ));
+        return Err(ApiError::NothingToChange);
     }
-    let group = s
-        .manager
-        .patch_device_group(&name, patch)
-        .await
-        .map_err(dg_error)?;
+    let group = s.manager.patch_device_group(&name, patch).await?;
     cache.invalidate(&name);
     Ok(reply(StatusCode::ACCEPTED, doc(&group)))
 }
@@ -404,11 +353,7 @@ pub(crate) async fn prune_one(
     Path(dg): Path<String>,
 ) -> Reply {
     let name = group_name(&dg)?;
-    let group = s
-        .manager
-        .prune_device_group(&name)
-        .await
-        .map_err(dg_error)?;
+    let group = s.manager.prune_device_group(&name).await?;
     cache.invalidate(&name);
     Ok(reply(StatusCode::ACCEPTED, doc(&group)))
 }
@@ -419,7 +364,7 @@ pub(crate) async fn prune_all(
 ) -> Reply {
     let result = s.manager.prune_all_device_groups().await;
     cache.clear();
-    let prune_ids = result.map_err(dg_error)?;
+    let prune_ids = result?;
     Ok(reply(
         StatusCode::ACCEPTED,
         json!({ "prune_ids": prune_ids }),
@@ -458,9 +403,8 @@ pub(crate) async fn info(
     let cached = match cache.get(&name) {
         Ok(hit) => hit,
         Err(generation) => {
-            let info = s.manager.device_group_info(&name).await.map_err(dg_error)?;
-            let body = serde_json::to_vec(&info)
-                .map_err(|e| ApiError::Internal(e.to_string()).render(Dialect::V2))?;
+            let info = s.manager.device_group_info(&name).await?;
+            let body = serde_json::to_vec(&info).map_err(|e| ApiError::Internal(e.to_string()))?;
             let fresh = Arc::new(CachedInfo {
                 etag: etag_of(&body),
                 body: Bytes::from(body),
