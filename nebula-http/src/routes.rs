@@ -6,13 +6,14 @@ use axum::extract::{FromRequest, Path, Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use nebula_core::manager::Manager;
+use nebula_core::manager::{AppCommand, Manager, ManagerError, Touched};
 use nebula_core::model::{App, AppName};
 use serde_json::{Value, json};
 
 use crate::dto::{self, Mode};
 use crate::error::{ApiError, Dialect};
 use crate::state::ApiState;
+use device_groups::touching;
 
 pub(crate) mod cron_jobs;
 pub(crate) mod device_groups;
@@ -95,13 +96,16 @@ pub(crate) async fn create_app(
         Mode::V2Full
     };
     let spec = dto::spec(&body, mode)?;
-    let app = state.manager.create_app(name, spec).await?;
+    let created = state.manager.create_app_touched(name, spec).await?;
     let code = if d == Dialect::V1 {
         StatusCode::ACCEPTED
     } else {
         StatusCode::OK
     };
-    Ok((code, Json(doc(&app, None))).into_response())
+    Ok(touching(
+        (code, Json(doc(&created.value, None))),
+        created.device_groups,
+    ))
 }
 
 pub(crate) async fn delete_app(
@@ -110,25 +114,29 @@ pub(crate) async fn delete_app(
     Path(app): Path<String>,
 ) -> Reply {
     let name = AppName::parse(&app)?;
-    state.manager.delete_app(&name).await?;
+    let deleted = state.manager.delete_app_touched(&name).await?;
     let code = if d == Dialect::V1 {
         StatusCode::ACCEPTED
     } else {
         StatusCode::OK
     };
-    Ok((code, Json(json!({}))).into_response())
+    Ok(touching((code, Json(json!({}))), deleted.device_groups))
 }
 
-/// Runs one app command and answers 202 with the new document (v1 adds `command`).
+/// Runs one app command and answers 202 with the new document (v1 adds `command`), telling
+/// the `/info` cache the groups that list the app.
 async fn command<F, Fut>(d: Dialect, state: &ApiState, app: &str, cmd: &str, run: F) -> Reply
 where
     F: FnOnce(Manager, AppName) -> Fut,
-    Fut: std::future::Future<Output = Result<App, nebula_core::manager::ManagerError>>,
+    Fut: std::future::Future<Output = Result<Touched<App>, ManagerError>>,
 {
     let name = AppName::parse(app)?;
-    let app = run(state.manager.clone(), name).await?;
+    let changed = run(state.manager.clone(), name).await?;
     let command = (d == Dialect::V1).then_some(cmd);
-    Ok((StatusCode::ACCEPTED, Json(doc(&app, command))).into_response())
+    Ok(touching(
+        (StatusCode::ACCEPTED, Json(doc(&changed.value, command))),
+        changed.device_groups,
+    ))
 }
 
 pub(crate) async fn stop(
@@ -136,13 +144,9 @@ pub(crate) async fn stop(
     State(s): State<ApiState>,
     Path(app): Path<String>,
 ) -> Reply {
-    command(
-        d,
-        &s,
-        &app,
-        "stop",
-        |m, n| async move { m.stop_app(&n).await },
-    )
+    command(d, &s, &app, "stop", |m, n| async move {
+        m.change_app(&n, AppCommand::Stop).await
+    })
     .await
 }
 
@@ -151,13 +155,9 @@ pub(crate) async fn start(
     State(s): State<ApiState>,
     Path(app): Path<String>,
 ) -> Reply {
-    command(
-        d,
-        &s,
-        &app,
-        "start",
-        |m, n| async move { m.start_app(&n).await },
-    )
+    command(d, &s, &app, "start", |m, n| async move {
+        m.change_app(&n, AppCommand::Start).await
+    })
     .await
 }
 
@@ -167,7 +167,8 @@ pub(crate) async fn restart(
     Path(app): Path<String>,
 ) -> Reply {
     command(d, &s, &app, "restart", |m, n| async move {
-        m.restart_app(&n, false).await
+        m.change_app(&n, AppCommand::Restart { rolling: false })
+            .await
     })
     .await
 }
@@ -178,7 +179,8 @@ pub(crate) async fn roll(
     Path(app): Path<String>,
 ) -> Reply {
     command(d, &s, &app, "roll", |m, n| async move {
-        m.restart_app(&n, true).await
+        m.change_app(&n, AppCommand::Restart { rolling: true })
+            .await
     })
     .await
 }
@@ -190,8 +192,11 @@ pub(crate) async fn release(
 ) -> Reply {
     // The original's legacy release is a restart without the running check.
     command(d, &s, &app, "release", |m, n| async move {
-        match m.restart_app(&n, false).await {
-            Err(nebula_core::manager::ManagerError::NotRunning) => m.start_app(&n).await,
+        match m
+            .change_app(&n, AppCommand::Restart { rolling: false })
+            .await
+        {
+            Err(ManagerError::NotRunning) => m.change_app(&n, AppCommand::Start).await,
             other => other,
         }
     })
@@ -203,13 +208,9 @@ pub(crate) async fn prune(
     State(s): State<ApiState>,
     Path(app): Path<String>,
 ) -> Reply {
-    command(
-        d,
-        &s,
-        &app,
-        "prune",
-        |m, n| async move { m.prune_app(&n).await },
-    )
+    command(d, &s, &app, "prune", |m, n| async move {
+        m.change_app(&n, AppCommand::Prune).await
+    })
     .await
 }
 
@@ -226,7 +227,7 @@ pub(crate) async fn update_full(
     };
     let spec = dto::spec(&body, mode)?;
     command(d, &s, &app, "update", |m, n| async move {
-        m.update_app(&n, spec).await
+        m.change_app(&n, AppCommand::Update(spec)).await
     })
     .await
 }
@@ -242,7 +243,7 @@ pub(crate) async fn update_patch(
     }
     let patch = dto::patch(&body)?;
     command(d, &s, &app, "update", |m, n| async move {
-        m.patch_app(&n, patch).await
+        m.change_app(&n, AppCommand::Patch(patch)).await
     })
     .await
 }

@@ -735,3 +735,64 @@ async fn the_worker_source_uses_the_etag() {
     ));
     server.abort();
 }
+
+#[tokio::test]
+async fn an_app_or_cron_job_write_clears_only_the_groups_listing_it() {
+    let api = Api::new();
+    api.app("a").await;
+    api.app("b").await;
+    api.cron_job("nightly").await;
+    for (group, body) in [
+        ("ga", json!({"apps": ["a"]})),
+        ("gb", json!({"apps": ["b"]})),
+        ("gc", json!({"cron_jobs": ["nightly"]})),
+    ] {
+        let (code, _) = api
+            .call(
+                "POST",
+                &format!("/api/v2/device_groups/{group}"),
+                Some(body),
+            )
+            .await;
+        assert_eq!(code, StatusCode::OK);
+    }
+    let prune_id = |r: &Reply| r.body["prune_id"].clone();
+    for group in ["ga", "gb", "gc"] {
+        assert_eq!(prune_id(&api.info(group, None).await), json!(1));
+    }
+    // Another manager changes every group: only a cleared reply shows it.
+    for group in ["ga", "gb", "gc"] {
+        let name = nebula_core::device_group::DeviceGroupName::parse(group).unwrap();
+        api.elsewhere.prune_device_group(&name).await.unwrap();
+    }
+
+    let (code, _) = api.call("POST", "/api/v2/apps/a/stop", None).await;
+    assert_eq!(code, StatusCode::ACCEPTED);
+    let ga = api.info("ga", None).await;
+    assert_eq!(prune_id(&ga), json!(2), "ga lists a: cleared");
+    assert_eq!(ga.body["apps"][0]["running"], false);
+    assert_eq!(prune_id(&api.info("gb", None).await), json!(1), "gb kept");
+    assert_eq!(prune_id(&api.info("gc", None).await), json!(1), "gc kept");
+
+    let (code, _) = api
+        .call(
+            "PATCH",
+            "/api/v2/cron_jobs/nightly/update",
+            Some(json!({"running": false})),
+        )
+        .await;
+    assert_eq!(code, StatusCode::ACCEPTED);
+    assert_eq!(
+        prune_id(&api.info("gc", None).await),
+        json!(2),
+        "gc lists it"
+    );
+    assert_eq!(prune_id(&api.info("gb", None).await), json!(1), "gb kept");
+
+    // Deleting b clears the group it was taken out of.
+    let (code, _) = api.call("DELETE", "/api/v2/apps/b", None).await;
+    assert_eq!(code, StatusCode::OK);
+    let gb = api.info("gb", None).await;
+    assert_eq!(prune_id(&gb), json!(2));
+    assert_eq!(gb.body["apps"], json!([]));
+}

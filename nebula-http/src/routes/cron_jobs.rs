@@ -13,6 +13,7 @@ use nebula_core::cron_job::{CronJob, CronJobName, CronJobPatch, CronJobSpec};
 use nebula_core::validate::FieldError;
 use serde_json::{Map, Value, json};
 
+use super::device_groups::touching;
 use super::{Body, Reply};
 use crate::dto;
 use crate::error::ApiError;
@@ -169,14 +170,20 @@ pub(crate) async fn create(
     let name = job_name(&job)?;
     expect_exists(&s, &name, false).await?;
     let spec = spec(&body)?;
-    let job = s.manager.create_cron_job(name, spec).await?;
-    Ok(reply(StatusCode::OK, doc(&job)))
+    let job = s.manager.create_cron_job_touched(name, spec).await?;
+    Ok(touching(
+        reply(StatusCode::OK, doc(&job.value)),
+        job.device_groups,
+    ))
 }
 
 pub(crate) async fn delete(State(s): State<ApiState>, Path(job): Path<String>) -> Reply {
     let name = job_name(&job)?;
-    s.manager.delete_cron_job(&name).await?;
-    Ok(reply(StatusCode::OK, json!({})))
+    let deleted = s.manager.delete_cron_job_touched(&name).await?;
+    Ok(touching(
+        reply(StatusCode::OK, json!({})),
+        deleted.device_groups,
+    ))
 }
 
 pub(crate) async fn update_full(
@@ -187,8 +194,11 @@ pub(crate) async fn update_full(
     let name = job_name(&job)?;
     expect_exists(&s, &name, true).await?;
     let spec = spec(&body)?;
-    let job = s.manager.update_cron_job(&name, spec).await?;
-    Ok(reply(StatusCode::ACCEPTED, doc(&job)))
+    let job = s.manager.update_cron_job_touched(&name, spec).await?;
+    Ok(touching(
+        reply(StatusCode::ACCEPTED, doc(&job.value)),
+        job.device_groups,
+    ))
 }
 
 pub(crate) async fn update_patch(
@@ -206,8 +216,11 @@ pub(crate) async fn update_patch(
         // Only read-only fields: nothing to change.
         return Err(ApiError::NothingToChange);
     }
-    let job = s.manager.patch_cron_job(&name, patch).await?;
-    Ok(reply(StatusCode::ACCEPTED, doc(&job)))
+    let job = s.manager.patch_cron_job_touched(&name, patch).await?;
+    Ok(touching(
+        reply(StatusCode::ACCEPTED, doc(&job.value)),
+        job.device_groups,
+    ))
 }
 
 #[cfg(test)]

@@ -155,6 +155,15 @@ impl InfoCache {
         lru.remove(group);
     }
 
+    /// Forgets the replies of `groups`.
+    fn invalidate_all(&self, groups: &[DeviceGroupName]) {
+        let mut lru = self.lock();
+        lru.generation += 1;
+        for group in groups {
+            lru.remove(group);
+        }
+    }
+
     /// Forgets every reply.
     fn clear(&self) {
         let mut lru = self.lock();
@@ -164,9 +173,27 @@ impl InfoCache {
     }
 }
 
+/// The device groups an app or cron job write changed, as the manager computed them: a reply
+/// extension that [`clear_after_app_writes`] reads. `None`: unknown, so every group.
+#[derive(Clone, Debug)]
+pub(crate) struct TouchedGroups(pub(crate) Option<Vec<DeviceGroupName>>);
+
+/// `response`, telling the `/info` cache which groups the write changed.
+pub(crate) fn touching(
+    response: impl IntoResponse,
+    device_groups: Option<Vec<DeviceGroupName>>,
+) -> Response {
+    let mut response = response.into_response();
+    response
+        .extensions_mut()
+        .insert(TouchedGroups(device_groups));
+    response
+}
+
 /// Wraps the whole API with the `/info` cache: handlers find it as an extension, and a
-/// successful app or cron job write through this process clears it (their documents are part
-/// of `/info`).
+/// successful app or cron job write through this process forgets the replies of the groups
+/// that list the document (their documents are part of `/info`), as the manager computed them
+/// ([`TouchedGroups`]); every reply when the handler did not say.
 pub(crate) fn with_info_cache(api: Router<ApiState>, config: InfoCacheConfig) -> Router<ApiState> {
     api.layer(middleware::from_fn(clear_after_app_writes))
         .layer(Extension(Arc::new(InfoCache::new(config))))
@@ -183,9 +210,13 @@ async fn clear_after_app_writes(
     ) && (request.uri().path().starts_with("/api/apps/")
         || request.uri().path().starts_with("/api/v2/apps/")
         || request.uri().path().starts_with("/api/v2/cron_jobs/"));
-    let response = next.run(request).await;
+    let mut response = next.run(request).await;
+    let touched = response.extensions_mut().remove::<TouchedGroups>();
     if writes_app && response.status().is_success() {
-        cache.clear();
+        match touched {
+            Some(TouchedGroups(Some(groups))) => cache.invalidate_all(&groups),
+            _ => cache.clear(),
+        }
     }
     response
 }
