@@ -6,8 +6,7 @@
 //! invalidated by every write through this process that can change a group's state, and each
 //! reply carries an ETag so a worker whose state is current gets a bodiless 304.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
@@ -20,11 +19,11 @@ use nebula_core::device_group::{DeviceGroup, DeviceGroupName, Members, MembersPa
 use nebula_core::model::AppName;
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
-use tokio::time::Instant;
 
 use super::{Body, Reply};
 use crate::error::ApiError;
 use crate::state::ApiState;
+use crate::ttl_cache::TtlCache;
 
 /// How `/info` replies are cached in this process.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -51,125 +50,38 @@ struct CachedInfo {
     etag: HeaderValue,
 }
 
-#[derive(Debug)]
-struct Slot {
-    info: Arc<CachedInfo>,
-    expires: Instant,
-    tick: u64,
-}
-
-#[derive(Debug, Default)]
-struct Lru {
-    slots: HashMap<DeviceGroupName, Slot>,
-    /// Last use -> group, oldest first.
-    order: BTreeMap<u64, DeviceGroupName>,
-    tick: u64,
-    /// Bumped by every invalidation: a reply read before it is not stored after it.
-    generation: u64,
-}
-
-impl Lru {
-    fn remove(&mut self, group: &DeviceGroupName) {
-        if let Some(slot) = self.slots.remove(group) {
-            self.order.remove(&slot.tick);
-        }
-    }
-}
-
 /// The per-process `/info` cache, keyed by device group.
 #[derive(Debug)]
-pub(crate) struct InfoCache {
-    config: InfoCacheConfig,
-    lru: Mutex<Lru>,
-}
+pub(crate) struct InfoCache(TtlCache<DeviceGroupName, Arc<CachedInfo>>);
 
 impl InfoCache {
     pub(crate) fn new(config: InfoCacheConfig) -> Self {
-        Self {
-            config,
-            lru: Mutex::new(Lru::default()),
-        }
-    }
-
-    fn enabled(&self) -> bool {
-        !self.config.ttl.is_zero() && self.config.max_size > 0
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Lru> {
-        self.lru.lock().unwrap_or_else(PoisonError::into_inner)
+        Self(TtlCache::new(config.ttl, config.max_size))
     }
 
     /// The cached reply, if fresh, and the generation to store a new one under otherwise.
     fn get(&self, group: &DeviceGroupName) -> Result<Arc<CachedInfo>, u64> {
-        let mut lru = self.lock();
-        if !self.enabled() {
-            return Err(lru.generation);
-        }
-        let now = Instant::now();
-        lru.tick += 1;
-        let tick = lru.tick;
-        let Some(slot) = lru.slots.get_mut(group) else {
-            return Err(lru.generation);
-        };
-        if slot.expires <= now {
-            lru.remove(group);
-            return Err(lru.generation);
-        }
-        let old = std::mem::replace(&mut slot.tick, tick);
-        let info = slot.info.clone();
-        lru.order.remove(&old);
-        lru.order.insert(tick, group.clone());
-        Ok(info)
+        self.0.lookup(group)
     }
 
     /// Stores a reply read at `generation`, unless something was invalidated since.
     fn insert(&self, group: &DeviceGroupName, info: Arc<CachedInfo>, generation: u64) {
-        let mut lru = self.lock();
-        if !self.enabled() || lru.generation != generation {
-            return;
-        }
-        lru.remove(group);
-        while lru.slots.len() >= self.config.max_size {
-            let Some((_, oldest)) = lru.order.pop_first() else {
-                break;
-            };
-            lru.slots.remove(&oldest);
-        }
-        lru.tick += 1;
-        let tick = lru.tick;
-        lru.order.insert(tick, group.clone());
-        lru.slots.insert(
-            group.clone(),
-            Slot {
-                info,
-                expires: Instant::now() + self.config.ttl,
-                tick,
-            },
-        );
+        self.0.insert_at(group.clone(), info, generation);
     }
 
     /// Forgets one group's reply.
     fn invalidate(&self, group: &DeviceGroupName) {
-        let mut lru = self.lock();
-        lru.generation += 1;
-        lru.remove(group);
+        self.0.invalidate([group]);
     }
 
     /// Forgets the replies of `groups`.
     fn invalidate_all(&self, groups: &[DeviceGroupName]) {
-        let mut lru = self.lock();
-        lru.generation += 1;
-        for group in groups {
-            lru.remove(group);
-        }
+        self.0.invalidate(groups);
     }
 
     /// Forgets every reply.
     fn clear(&self) {
-        let mut lru = self.lock();
-        lru.generation += 1;
-        lru.slots.clear();
-        lru.order.clear();
+        self.0.clear();
     }
 }
 
@@ -507,8 +419,7 @@ mod tests {
         cache.insert(&dg("c"), entry("c"), g);
         assert!(cache.get(&dg("b")).is_err(), "b was the oldest");
         assert!(cache.get(&dg("a")).is_ok() && cache.get(&dg("c")).is_ok());
-        assert_eq!(cache.lock().slots.len(), 2);
-        assert_eq!(cache.lock().order.len(), 2);
+        assert_eq!(cache.0.len(), 2);
     }
 
     #[test]
