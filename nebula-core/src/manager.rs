@@ -27,6 +27,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 
 use crate::bus::{Bus, BusMessage};
+use crate::device_group::DeviceGroupName;
 use crate::model::{
     App, AppName, AppSpec, ContainersPer, PullPolicy, RestartMode, RolloutPolicy, StartingPort,
 };
@@ -131,6 +132,47 @@ impl AppPatch {
     }
 }
 
+/// What an app or cron job write did: its result, and the device groups that list the
+/// document, whose `/info` state changed with it. Computed once per write, for the bus
+/// messages and for the caller's caches.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Touched<T> {
+    /// The command's result (the new document).
+    pub value: T,
+    /// The groups that list the document (for a delete: those it was taken out of); `None`
+    /// when they could not be read (a store failure, logged), so a cache must assume that every
+    /// group changed.
+    pub device_groups: Option<Vec<DeviceGroupName>>,
+}
+
+impl<T> Touched<T> {
+    /// The result, without the groups.
+    pub fn into_value(self) -> T {
+        self.value
+    }
+}
+
+/// A change of an existing app ([`Manager::change_app`]); each gets `app_id + 1`.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub enum AppCommand {
+    /// Sets `running: false` ([`Manager::stop_app`]).
+    Stop,
+    /// Sets `running: true`, restarting a running app ([`Manager::start_app`]).
+    Start,
+    /// Replaces every container ([`Manager::restart_app`]); `rolling` forces waves.
+    Restart {
+        /// Waves whatever `rolling_restart` says (v1 `/roll`).
+        rolling: bool,
+    },
+    /// Asks the app's workers to remove unused images ([`Manager::prune_app`]).
+    Prune,
+    /// Replaces the whole spec ([`Manager::update_app`]).
+    Update(AppSpec),
+    /// Changes only the fields given ([`Manager::patch_app`]).
+    Patch(AppPatch),
+}
+
 /// The manager: validates, stores and publishes app commands.
 #[derive(Clone)]
 pub struct Manager {
@@ -190,17 +232,20 @@ impl Manager {
     }
 
     /// Publishes an app's new document for the app's subscribers and the workers of the
-    /// device groups that list it.
-    async fn publish_app(&self, app: &App) {
-        if self.bus.is_none() {
-            return;
-        }
+    /// device groups that list it (computed here, once), and returns it with those groups.
+    async fn publish_app(&self, app: App) -> Touched<App> {
         let device_groups = self.device_groups_listing_app(&app.app_name).await;
-        self.publish(BusMessage::AppChanged {
-            app: app.clone(),
+        if self.bus.is_some() {
+            self.publish(BusMessage::AppChanged {
+                app: app.clone(),
+                device_groups: device_groups.clone().unwrap_or_default(),
+            })
+            .await;
+        }
+        Touched {
+            value: app,
             device_groups,
-        })
-        .await;
+        }
     }
 
     /// Publishes `message`; a refusal is logged and left to [`Manager::republish`].
@@ -251,6 +296,20 @@ impl Manager {
     /// # Errors
     /// [`ManagerError::Invalid`], [`ManagerError::AppExists`], store failures.
     pub async fn create_app(&self, name: AppName, spec: AppSpec) -> Result<App, ManagerError> {
+        self.create_app_touched(name, spec)
+            .await
+            .map(Touched::into_value)
+    }
+
+    /// [`Self::create_app`], with the device groups that list the new app.
+    ///
+    /// # Errors
+    /// As [`Self::create_app`].
+    pub async fn create_app_touched(
+        &self,
+        name: AppName,
+        spec: AppSpec,
+    ) -> Result<Touched<App>, ManagerError> {
         validate::spec(&spec).map_err(ManagerError::Invalid)?;
         let app = App {
             app_name: name,
@@ -264,8 +323,7 @@ impl Manager {
         };
         document::create(self.store.as_ref(), &app).await?;
         tracing::info!(app = %app.app_name, "app created");
-        self.publish_app(&app).await;
-        Ok(app)
+        Ok(self.publish_app(app).await)
     }
 
     /// Deletes an app; workers remove its containers.
@@ -273,6 +331,14 @@ impl Manager {
     /// # Errors
     /// [`ManagerError::AppNotFound`], store failures.
     pub async fn delete_app(&self, name: &AppName) -> Result<(), ManagerError> {
+        self.delete_app_touched(name).await.map(Touched::into_value)
+    }
+
+    /// [`Self::delete_app`], with the device groups the app was taken out of.
+    ///
+    /// # Errors
+    /// As [`Self::delete_app`].
+    pub async fn delete_app_touched(&self, name: &AppName) -> Result<Touched<()>, ManagerError> {
         if self
             .store
             .get(Collection::Apps, name.as_str())
@@ -294,13 +360,28 @@ impl Manager {
         self.publish(BusMessage::AppDeleted {
             app_name: name.clone(),
             incarnation,
-            device_groups,
+            device_groups: device_groups.clone(),
         })
         .await;
-        if let Err(error) = self.remove_app_from_device_groups(name).await {
-            tracing::warn!(app = %name, %error, "second pass over device groups failed");
-        }
-        Ok(())
+        let device_groups = match self.remove_app_from_device_groups(name).await {
+            Ok(more) => {
+                let mut all = device_groups;
+                for group in more {
+                    if !all.contains(&group) {
+                        all.push(group);
+                    }
+                }
+                Some(all)
+            }
+            Err(error) => {
+                tracing::warn!(app = %name, %error, "second pass over device groups failed");
+                None
+            }
+        };
+        Ok(Touched {
+            value: (),
+            device_groups,
+        })
     }
 
     /// Read-modify-write with compare-and-swap: `change` edits the app (and may refuse); the
@@ -309,7 +390,7 @@ impl Manager {
         &self,
         name: &AppName,
         mut change: impl FnMut(&mut App) -> Result<(), ManagerError>,
-    ) -> Result<App, ManagerError> {
+    ) -> Result<Touched<App>, ManagerError> {
         let (app, _) = document::modify(self.store.as_ref(), name.as_str(), |app: &mut App| {
             change(app)?;
             validate::spec(&app.spec).map_err(ManagerError::Invalid)?;
@@ -318,8 +399,84 @@ impl Manager {
         })
         .await?;
         tracing::info!(app = %name, app_id = app.app_id, "app changed");
-        self.publish_app(&app).await;
-        Ok(app)
+        Ok(self.publish_app(app).await)
+    }
+
+    /// Runs one change of an existing app: validated, stored with `app_id + 1` and published;
+    /// returns the new document with the device groups that list it.
+    ///
+    /// # Errors
+    /// [`ManagerError::AppNotFound`]; [`ManagerError::NotRunning`] (restart of a stopped app);
+    /// [`ManagerError::Invalid`] (also for an empty patch); store failures.
+    pub async fn change_app(
+        &self,
+        name: &AppName,
+        command: AppCommand,
+    ) -> Result<Touched<App>, ManagerError> {
+        match command {
+            AppCommand::Stop => {
+                self.modify(name, |app| {
+                    app.spec.running = false;
+                    Ok(())
+                })
+                .await
+            }
+            AppCommand::Start => {
+                self.modify(name, |app| {
+                    if app.spec.running {
+                        app.restart_generation += 1;
+                        app.restart_mode = RestartMode::AsConfigured;
+                    }
+                    app.spec.running = true;
+                    Ok(())
+                })
+                .await
+            }
+            AppCommand::Restart { rolling } => {
+                self.modify(name, |app| {
+                    if !app.spec.running {
+                        return Err(ManagerError::NotRunning);
+                    }
+                    app.restart_generation += 1;
+                    app.restart_mode = if rolling {
+                        RestartMode::Rolling
+                    } else {
+                        RestartMode::AsConfigured
+                    };
+                    Ok(())
+                })
+                .await
+            }
+            AppCommand::Prune => {
+                self.modify(name, |app| {
+                    app.prune_generation += 1;
+                    Ok(())
+                })
+                .await
+            }
+            AppCommand::Update(spec) => {
+                self.modify(name, |app| {
+                    app.spec = spec.clone();
+                    app.restart_mode = RestartMode::AsConfigured;
+                    Ok(())
+                })
+                .await
+            }
+            AppCommand::Patch(patch) => {
+                if patch.is_empty() {
+                    return Err(ManagerError::Invalid(vec![FieldError::new(
+                        "body",
+                        "must set at least one field",
+                    )]));
+                }
+                self.modify(name, |app| {
+                    patch.clone().apply(&mut app.spec);
+                    app.restart_mode = RestartMode::AsConfigured;
+                    Ok(())
+                })
+                .await
+            }
+        }
     }
 
     /// Sets `running: false`; workers remove the app's containers.
@@ -327,11 +484,9 @@ impl Manager {
     /// # Errors
     /// [`ManagerError::AppNotFound`], store failures.
     pub async fn stop_app(&self, name: &AppName) -> Result<App, ManagerError> {
-        self.modify(name, |app| {
-            app.spec.running = false;
-            Ok(())
-        })
-        .await
+        self.change_app(name, AppCommand::Stop)
+            .await
+            .map(Touched::into_value)
     }
 
     /// Sets `running: true`. Starting an app that runs restarts it, as the original did.
@@ -339,15 +494,9 @@ impl Manager {
     /// # Errors
     /// [`ManagerError::AppNotFound`], store failures.
     pub async fn start_app(&self, name: &AppName) -> Result<App, ManagerError> {
-        self.modify(name, |app| {
-            if app.spec.running {
-                app.restart_generation += 1;
-                app.restart_mode = RestartMode::AsConfigured;
-            }
-            app.spec.running = true;
-            Ok(())
-        })
-        .await
+        self.change_app(name, AppCommand::Start)
+            .await
+            .map(Touched::into_value)
     }
 
     /// Replaces every container (pulling the image first); `rolling` forces waves for this
@@ -356,19 +505,9 @@ impl Manager {
     /// # Errors
     /// [`ManagerError::NotRunning`], [`ManagerError::AppNotFound`], store failures.
     pub async fn restart_app(&self, name: &AppName, rolling: bool) -> Result<App, ManagerError> {
-        self.modify(name, |app| {
-            if !app.spec.running {
-                return Err(ManagerError::NotRunning);
-            }
-            app.restart_generation += 1;
-            app.restart_mode = if rolling {
-                RestartMode::Rolling
-            } else {
-                RestartMode::AsConfigured
-            };
-            Ok(())
-        })
-        .await
+        self.change_app(name, AppCommand::Restart { rolling })
+            .await
+            .map(Touched::into_value)
     }
 
     /// Asks the workers running the app to remove unused images (v1 per-app prune).
@@ -376,11 +515,9 @@ impl Manager {
     /// # Errors
     /// [`ManagerError::AppNotFound`], store failures.
     pub async fn prune_app(&self, name: &AppName) -> Result<App, ManagerError> {
-        self.modify(name, |app| {
-            app.prune_generation += 1;
-            Ok(())
-        })
-        .await
+        self.change_app(name, AppCommand::Prune)
+            .await
+            .map(Touched::into_value)
     }
 
     /// Replaces the whole spec (POST `/update`).
@@ -388,12 +525,9 @@ impl Manager {
     /// # Errors
     /// [`ManagerError::Invalid`], [`ManagerError::AppNotFound`], store failures.
     pub async fn update_app(&self, name: &AppName, spec: AppSpec) -> Result<App, ManagerError> {
-        self.modify(name, |app| {
-            app.spec = spec.clone();
-            app.restart_mode = RestartMode::AsConfigured;
-            Ok(())
-        })
-        .await
+        self.change_app(name, AppCommand::Update(spec))
+            .await
+            .map(Touched::into_value)
     }
 
     /// Changes only the fields given (PUT/PATCH `/update`).
@@ -402,18 +536,9 @@ impl Manager {
     /// [`ManagerError::Invalid`] (also for an empty patch), [`ManagerError::AppNotFound`],
     /// store failures.
     pub async fn patch_app(&self, name: &AppName, patch: AppPatch) -> Result<App, ManagerError> {
-        if patch.is_empty() {
-            return Err(ManagerError::Invalid(vec![FieldError::new(
-                "body",
-                "must set at least one field",
-            )]));
-        }
-        self.modify(name, |app| {
-            patch.clone().apply(&mut app.spec);
-            app.restart_mode = RestartMode::AsConfigured;
-            Ok(())
-        })
-        .await
+        self.change_app(name, AppCommand::Patch(patch))
+            .await
+            .map(Touched::into_value)
     }
 }
 

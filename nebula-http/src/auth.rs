@@ -15,10 +15,9 @@
 //!
 //! Secrets are compared in constant time and never logged.
 
-use std::collections::HashMap;
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::http::HeaderMap;
 use base64::Engine;
@@ -28,6 +27,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::error::ApiError;
+use crate::ttl_cache::TtlCache;
 
 /// Who may call the API.
 #[derive(Clone, Default)]
@@ -125,10 +125,11 @@ const CACHE_CAPACITY: usize = 10_000;
 /// Most bcrypt verifications of one token: a bucket holds about users / 65,536 entries.
 const MAX_TOKEN_CANDIDATES: usize = 16;
 
-struct CacheEntry {
+/// A remembered verification: whose credential, and the hash it matched.
+#[derive(Clone)]
+struct Verified {
     user_name: String,
     hash: String,
-    at: Instant,
 }
 
 /// Verifies users' credentials against their bcrypt hashes, and hashes new secrets.
@@ -140,7 +141,7 @@ struct CacheEntry {
 pub struct Authenticator {
     cost: u32,
     key: [u8; 32],
-    cache: Mutex<HashMap<[u8; 32], CacheEntry>>,
+    cache: TtlCache<[u8; 32], Verified>,
     verifications: AtomicU64,
     dummy: OnceLock<String>,
 }
@@ -166,7 +167,7 @@ impl Authenticator {
         Self {
             cost: bcrypt_cost.clamp(MIN_BCRYPT_COST, MAX_BCRYPT_COST),
             key: rand::random(),
-            cache: Mutex::new(HashMap::new()),
+            cache: TtlCache::new(CACHE_TTL, CACHE_CAPACITY),
             verifications: AtomicU64::new(0),
             dummy: OnceLock::new(),
         }
@@ -235,52 +236,26 @@ impl Authenticator {
     }
 
     fn cached(&self, key: &[u8; 32]) -> Option<(String, String)> {
-        let cache = self
-            .cache
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        cache
-            .get(key)
-            .filter(|e| e.at.elapsed() < CACHE_TTL)
-            .map(|e| (e.user_name.clone(), e.hash.clone()))
+        self.cache.get(key).map(|v| (v.user_name, v.hash))
     }
 
     fn remember(&self, key: [u8; 32], user_name: &str, hash: &str) {
-        let mut cache = self
-            .cache
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if cache.len() >= CACHE_CAPACITY {
-            cache.retain(|_, e| e.at.elapsed() < CACHE_TTL);
-        }
-        if cache.len() >= CACHE_CAPACITY
-            && let Some(oldest) = cache.iter().min_by_key(|(_, e)| e.at).map(|(k, _)| *k)
-        {
-            cache.remove(&oldest);
-        }
-        cache.insert(
+        self.cache.insert(
             key,
-            CacheEntry {
+            Verified {
                 user_name: user_name.to_owned(),
                 hash: hash.to_owned(),
-                at: Instant::now(),
             },
         );
     }
 
     fn forget_key(&self, key: &[u8; 32]) {
-        self.cache
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .remove(key);
+        self.cache.invalidate([key]);
     }
 
     /// Forgets the remembered verifications of a user (called when the user changes).
     pub fn forget(&self, user_name: &str) {
-        self.cache
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .retain(|_, e| e.user_name != user_name);
+        self.cache.retain(|_, v| v.user_name != user_name);
     }
 
     /// Who the request's credentials name: `Ok(None)` when there are none or they are wrong.

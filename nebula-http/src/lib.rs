@@ -33,6 +33,7 @@ mod route;
 mod router;
 mod routes;
 mod state;
+mod ttl_cache;
 
 pub use error::ApiError;
 pub use router::{RouterOptions, router, router_with};

@@ -2,6 +2,7 @@
 //! the fallbacks, panic catching and tracing.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::{MatchedPath, RawPathParams, Request, State};
 use axum::http::StatusCode;
@@ -57,7 +58,7 @@ pub fn router_with(state: ApiState, options: RouterOptions) -> Router {
         authenticator: authenticator.clone(),
     };
     // The gate authenticates every call and authorizes each route by its catalogue rule.
-    device_groups::with_info_cache(api, options.info_cache)
+    let api = device_groups::with_info_cache(api, options.info_cache)
         .layer(Extension(options.reports))
         .layer(Extension(authenticator))
         .layer(middleware::from_fn_with_state(gate, self::gate))
@@ -71,8 +72,42 @@ pub fn router_with(state: ApiState, options: RouterOptions) -> Router {
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| {
             ApiError::Internal("handler panicked".into()).into_response()
         }))
-        .layer(tower_http::trace::TraceLayer::new_for_http())
-        .with_state(state)
+        .layer(middleware::from_fn(crate::error::render_errors));
+    with_request_spans(api).with_state(state)
+}
+
+/// One `request` span per call, at INFO: `method`, `path` (the matched route, such as
+/// `/api/v2/apps/{app}`, never the raw URI; `unmatched` when no route matched), then `status`
+/// and `latency_ms` when the reply is ready, with one `request done` event carrying them.
+/// Everything a handler logs is inside the span; failures are logged once, by
+/// [`crate::error::render_errors`].
+fn with_request_spans(api: Router<ApiState>) -> Router<ApiState> {
+    let layer = tower_http::trace::TraceLayer::new_for_http()
+        .make_span_with(|request: &Request| {
+            let path = request
+                .extensions()
+                .get::<MatchedPath>()
+                .map_or("unmatched", MatchedPath::as_str);
+            tracing::info_span!(
+                "request",
+                method = %request.method(),
+                path,
+                status = tracing::field::Empty,
+                latency_ms = tracing::field::Empty,
+            )
+        })
+        .on_request(())
+        .on_response(
+            |response: &Response, latency: Duration, span: &tracing::Span| {
+                span.record("status", response.status().as_u16());
+                span.record("latency_ms", latency.as_secs_f64() * 1000.0);
+                tracing::info!("request done");
+            },
+        )
+        .on_body_chunk(())
+        .on_eos(())
+        .on_failure(());
+    api.layer(layer)
 }
 
 /// What the gate needs.
@@ -107,11 +142,6 @@ async fn gate(
     };
     if let Some(matched) = matched {
         let path = matched.as_str();
-        let dialect = if path.starts_with("/api/v2/") {
-            Dialect::V2
-        } else {
-            Dialect::V1
-        };
         match rule_of(request.method().as_str(), path) {
             Ok(Some(rule)) => {
                 let allowed = match &params {
@@ -120,17 +150,92 @@ async fn gate(
                 };
                 if !allowed {
                     tracing::info!(user = principal.user_name(), method = %request.method(), route = path, "access denied");
-                    return ApiError::AccessDenied.render(dialect);
+                    return ApiError::AccessDenied.into_response();
                 }
             }
             Ok(None) => {}
             Err(()) => {
                 // Not reached: the router serves the catalogue's rows only.
                 return ApiError::Internal(format!("route {path} has no authorization rule"))
-                    .render(dialect);
+                    .into_response();
             }
         }
     }
     request.extensions_mut().insert(principal);
     next.run(request).await
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::sync::Mutex;
+
+    use axum::body::Body;
+    use nebula_core::testing::InMemoryStore;
+    use serde_json::Value;
+    use tower::ServiceExt;
+
+    use super::*;
+
+    /// A log sink the test reads back.
+    #[derive(Clone, Default)]
+    struct Buffer(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Buffer {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Buffer {
+        type Writer = Self;
+        fn make_writer(&'a self) -> Self {
+            self.clone()
+        }
+    }
+
+    #[tokio::test]
+    async fn each_request_has_a_span_with_route_method_status_and_latency_in_the_json_logs() {
+        let buffer = Buffer::default();
+        let subscriber = tracing_subscriber::fmt()
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .with_max_level(tracing::Level::INFO)
+            .with_writer(buffer.clone())
+            .finish();
+        let _guard = tracing::subscriber::set_default(subscriber);
+        let api = router(ApiState {
+            manager: Manager::new(Arc::new(InMemoryStore::new()), None),
+            auth: Arc::new(AuthConfig::default()),
+        });
+        let request = Request::builder()
+            .method("GET")
+            .uri("/api/v2/apps/nope")
+            .body(Body::empty())
+            .unwrap();
+        let response = api.oneshot(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::FORBIDDEN);
+
+        let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+        let done: Vec<Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .filter(|l: &Value| l["fields"]["message"] == "request done")
+            .collect();
+        assert_eq!(done.len(), 1, "one line per request: {text}");
+        let span = &done[0]["span"];
+        assert_eq!(span["name"], "request", "{text}");
+        assert_eq!(span["method"], "GET");
+        assert_eq!(span["path"], "/api/v2/apps/{app}", "the route, not the URI");
+        assert_eq!(span["status"], 403);
+        assert!(
+            span["latency_ms"].as_f64().is_some_and(|ms| ms >= 0.0),
+            "{text}"
+        );
+    }
 }

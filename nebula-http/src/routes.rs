@@ -2,20 +2,18 @@
 //! reply shapes in each dialect. The route catalogue ([`crate::catalogue::ROUTES`]) says which
 //! handler serves which route.
 
-// Handlers answer errors as ready responses; their size is irrelevant next to the I/O.
-#![allow(clippy::result_large_err)]
-
 use axum::extract::{FromRequest, Path, Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use nebula_core::manager::Manager;
+use nebula_core::manager::{AppCommand, Manager, ManagerError, Touched};
 use nebula_core::model::{App, AppName};
 use serde_json::{Value, json};
 
 use crate::dto::{self, Mode};
 use crate::error::{ApiError, Dialect};
 use crate::state::ApiState;
+use device_groups::touching;
 
 pub(crate) mod cron_jobs;
 pub(crate) mod device_groups;
@@ -29,40 +27,25 @@ pub use reports::ReportsConfig;
 pub(crate) struct Body(serde_json::Map<String, Value>);
 
 impl<S: Send + Sync> FromRequest<S> for Body {
-    type Rejection = Response;
+    type Rejection = ApiError;
 
     async fn from_request(req: Request, _: &S) -> Result<Self, Self::Rejection> {
-        let dialect = req
-            .extensions()
-            .get::<Dialect>()
-            .copied()
-            .unwrap_or(Dialect::V2);
         let bytes = axum::body::to_bytes(req.into_body(), crate::MAX_BODY_BYTES)
             .await
-            .map_err(|_| ApiError::TooLarge.render(dialect))?;
+            .map_err(|_| ApiError::TooLarge)?;
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(Self(serde_json::Map::new()));
         }
         let value: Value = serde_json::from_slice(&bytes).map_err(|e| {
-            ApiError::from(nebula_core::validate::FieldError::new(
-                "body",
-                format!("must be JSON: {e}"),
-            ))
-            .render(dialect)
+            nebula_core::validate::FieldError::new("body", format!("must be JSON: {e}"))
         })?;
-        dto::object(value).map(Self).map_err(|e| e.render(dialect))
+        dto::object(value).map(Self)
     }
 }
 
-pub(crate) type Reply = Result<Response, Response>;
-
-fn fail(dialect: Dialect) -> impl Fn(ApiError) -> Response {
-    move |e| e.render(dialect)
-}
-
-fn app_name(raw: &str, dialect: Dialect) -> Result<AppName, Response> {
-    AppName::parse(raw).map_err(|e| ApiError::from(e).render(dialect))
-}
+/// What a handler answers: a reply, or an [`ApiError`] the router renders in the route's
+/// dialect.
+pub(crate) type Reply = Result<Response, ApiError>;
 
 fn doc(app: &App, command: Option<&str>) -> Value {
     let mut value = serde_json::to_value(app).unwrap_or(Value::Null);
@@ -89,29 +72,14 @@ pub(crate) async fn status(
         .into_response()
 }
 
-pub(crate) async fn list_apps(
-    Extension(dialect): Extension<Dialect>,
-    State(state): State<ApiState>,
-) -> Reply {
-    let apps = state
-        .manager
-        .list_apps()
-        .await
-        .map_err(|e| ApiError::from(e).render(dialect))?;
+pub(crate) async fn list_apps(State(state): State<ApiState>) -> Reply {
+    let apps = state.manager.list_apps().await?;
     Ok(Json(json!({ "apps": apps })).into_response())
 }
 
-pub(crate) async fn get_app(
-    Extension(d): Extension<Dialect>,
-    State(state): State<ApiState>,
-    Path(app): Path<String>,
-) -> Reply {
-    let name = app_name(&app, d)?;
-    let app = state
-        .manager
-        .get_app(&name)
-        .await
-        .map_err(|e| ApiError::from(e).render(d))?;
+pub(crate) async fn get_app(State(state): State<ApiState>, Path(app): Path<String>) -> Reply {
+    let name = AppName::parse(&app)?;
+    let app = state.manager.get_app(&name).await?;
     Ok(Json(doc(&app, None)).into_response())
 }
 
@@ -121,24 +89,23 @@ pub(crate) async fn create_app(
     Path(app): Path<String>,
     Body(body): Body,
 ) -> Reply {
-    let name = app_name(&app, d)?;
+    let name = AppName::parse(&app)?;
     let mode = if d == Dialect::V1 {
         Mode::V1Full
     } else {
         Mode::V2Full
     };
-    let spec = dto::spec(&body, mode).map_err(fail(d))?;
-    let app = state
-        .manager
-        .create_app(name, spec)
-        .await
-        .map_err(|e| ApiError::from(e).render(d))?;
+    let spec = dto::spec(&body, mode)?;
+    let created = state.manager.create_app_touched(name, spec).await?;
     let code = if d == Dialect::V1 {
         StatusCode::ACCEPTED
     } else {
         StatusCode::OK
     };
-    Ok((code, Json(doc(&app, None))).into_response())
+    Ok(touching(
+        (code, Json(doc(&created.value, None))),
+        created.device_groups,
+    ))
 }
 
 pub(crate) async fn delete_app(
@@ -146,32 +113,30 @@ pub(crate) async fn delete_app(
     State(state): State<ApiState>,
     Path(app): Path<String>,
 ) -> Reply {
-    let name = app_name(&app, d)?;
-    state
-        .manager
-        .delete_app(&name)
-        .await
-        .map_err(|e| ApiError::from(e).render(d))?;
+    let name = AppName::parse(&app)?;
+    let deleted = state.manager.delete_app_touched(&name).await?;
     let code = if d == Dialect::V1 {
         StatusCode::ACCEPTED
     } else {
         StatusCode::OK
     };
-    Ok((code, Json(json!({}))).into_response())
+    Ok(touching((code, Json(json!({}))), deleted.device_groups))
 }
 
-/// Runs one app command and answers 202 with the new document (v1 adds `command`).
+/// Runs one app command and answers 202 with the new document (v1 adds `command`), telling
+/// the `/info` cache the groups that list the app.
 async fn command<F, Fut>(d: Dialect, state: &ApiState, app: &str, cmd: &str, run: F) -> Reply
 where
     F: FnOnce(Manager, AppName) -> Fut,
-    Fut: std::future::Future<Output = Result<App, nebula_core::manager::ManagerError>>,
+    Fut: std::future::Future<Output = Result<Touched<App>, ManagerError>>,
 {
-    let name = app_name(app, d)?;
-    let app = run(state.manager.clone(), name)
-        .await
-        .map_err(|e| ApiError::from(e).render(d))?;
+    let name = AppName::parse(app)?;
+    let changed = run(state.manager.clone(), name).await?;
     let command = (d == Dialect::V1).then_some(cmd);
-    Ok((StatusCode::ACCEPTED, Json(doc(&app, command))).into_response())
+    Ok(touching(
+        (StatusCode::ACCEPTED, Json(doc(&changed.value, command))),
+        changed.device_groups,
+    ))
 }
 
 pub(crate) async fn stop(
@@ -179,13 +144,9 @@ pub(crate) async fn stop(
     State(s): State<ApiState>,
     Path(app): Path<String>,
 ) -> Reply {
-    command(
-        d,
-        &s,
-        &app,
-        "stop",
-        |m, n| async move { m.stop_app(&n).await },
-    )
+    command(d, &s, &app, "stop", |m, n| async move {
+        m.change_app(&n, AppCommand::Stop).await
+    })
     .await
 }
 
@@ -194,13 +155,9 @@ pub(crate) async fn start(
     State(s): State<ApiState>,
     Path(app): Path<String>,
 ) -> Reply {
-    command(
-        d,
-        &s,
-        &app,
-        "start",
-        |m, n| async move { m.start_app(&n).await },
-    )
+    command(d, &s, &app, "start", |m, n| async move {
+        m.change_app(&n, AppCommand::Start).await
+    })
     .await
 }
 
@@ -210,7 +167,8 @@ pub(crate) async fn restart(
     Path(app): Path<String>,
 ) -> Reply {
     command(d, &s, &app, "restart", |m, n| async move {
-        m.restart_app(&n, false).await
+        m.change_app(&n, AppCommand::Restart { rolling: false })
+            .await
     })
     .await
 }
@@ -221,7 +179,8 @@ pub(crate) async fn roll(
     Path(app): Path<String>,
 ) -> Reply {
     command(d, &s, &app, "roll", |m, n| async move {
-        m.restart_app(&n, true).await
+        m.change_app(&n, AppCommand::Restart { rolling: true })
+            .await
     })
     .await
 }
@@ -233,8 +192,11 @@ pub(crate) async fn release(
 ) -> Reply {
     // The original's legacy release is a restart without the running check.
     command(d, &s, &app, "release", |m, n| async move {
-        match m.restart_app(&n, false).await {
-            Err(nebula_core::manager::ManagerError::NotRunning) => m.start_app(&n).await,
+        match m
+            .change_app(&n, AppCommand::Restart { rolling: false })
+            .await
+        {
+            Err(ManagerError::NotRunning) => m.change_app(&n, AppCommand::Start).await,
             other => other,
         }
     })
@@ -246,13 +208,9 @@ pub(crate) async fn prune(
     State(s): State<ApiState>,
     Path(app): Path<String>,
 ) -> Reply {
-    command(
-        d,
-        &s,
-        &app,
-        "prune",
-        |m, n| async move { m.prune_app(&n).await },
-    )
+    command(d, &s, &app, "prune", |m, n| async move {
+        m.change_app(&n, AppCommand::Prune).await
+    })
     .await
 }
 
@@ -267,9 +225,9 @@ pub(crate) async fn update_full(
     } else {
         Mode::V2Full
     };
-    let spec = dto::spec(&body, mode).map_err(fail(d))?;
+    let spec = dto::spec(&body, mode)?;
     command(d, &s, &app, "update", |m, n| async move {
-        m.update_app(&n, spec).await
+        m.change_app(&n, AppCommand::Update(spec)).await
     })
     .await
 }
@@ -281,15 +239,11 @@ pub(crate) async fn update_patch(
     Body(body): Body,
 ) -> Reply {
     if body.is_empty() {
-        return Err((
-            StatusCode::BAD_REQUEST,
-            Json(json!({ "missing_parameters": d.flag(true) })),
-        )
-            .into_response());
+        return Err(ApiError::NothingToChange);
     }
-    let patch = dto::patch(&body).map_err(fail(d))?;
+    let patch = dto::patch(&body)?;
     command(d, &s, &app, "update", |m, n| async move {
-        m.patch_app(&n, patch).await
+        m.change_app(&n, AppCommand::Patch(patch)).await
     })
     .await
 }

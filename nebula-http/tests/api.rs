@@ -1,85 +1,11 @@
 //! The API as a client sees it: status codes and bodies of every route, in both dialects,
 //! against the in-memory store.
 
-use std::sync::Arc;
+mod common;
 
-use axum::body::Body;
-use axum::http::{Request, StatusCode, header};
-use base64::Engine;
-use nebula_core::manager::Manager;
-use nebula_core::testing::InMemoryStore;
-use nebula_http::auth::AuthConfig;
-use nebula_http::{ApiState, router};
+use axum::http::StatusCode;
+use common::{Api, basic};
 use serde_json::{Value, json};
-use tower::ServiceExt;
-
-struct Api {
-    app: axum::Router,
-}
-
-fn basic() -> String {
-    format!(
-        "Basic {}",
-        base64::engine::general_purpose::STANDARD.encode("admin:pw")
-    )
-}
-
-impl Api {
-    fn new() -> Self {
-        let auth = AuthConfig {
-            enabled: true,
-            user: Some("admin".into()),
-            password: Some("pw".into()),
-            token: Some("tok".into()),
-        };
-        let manager = Manager::new(Arc::new(InMemoryStore::new()), None);
-        Self {
-            app: router(ApiState {
-                manager,
-                auth: Arc::new(auth),
-            }),
-        }
-    }
-
-    async fn raw(
-        &self,
-        method: &str,
-        path: &str,
-        auth: Option<&str>,
-        body: Vec<u8>,
-    ) -> (StatusCode, Value) {
-        let mut req = Request::builder()
-            .method(method)
-            .uri(path)
-            .header(header::CONTENT_TYPE, "application/json");
-        if let Some(a) = auth {
-            req = req.header(header::AUTHORIZATION, a);
-        }
-        let resp = self
-            .app
-            .clone()
-            .oneshot(req.body(Body::from(body)).unwrap())
-            .await
-            .unwrap();
-        let status = resp.status();
-        let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
-            .await
-            .unwrap();
-        let value = if bytes.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_slice(&bytes).unwrap_or(Value::Null)
-        };
-        (status, value)
-    }
-
-    async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (StatusCode, Value) {
-        let body = body
-            .map(|b| serde_json::to_vec(&b).unwrap())
-            .unwrap_or_default();
-        self.raw(method, path, Some(&basic()), body).await
-    }
-}
 
 fn v1_site() -> Value {
     json!({"starting_ports": [{"8081": "80"}], "containers_per": {"server": 2}, "env_vars": {"MESSAGE": "hi"},

@@ -1,114 +1,25 @@
 //! Device groups, `/info` with its cache and ETag, and prune, as a client sees them: status
 //! codes and bodies of every route against the in-memory store.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::Body;
-use axum::http::{HeaderMap, Request, StatusCode, header};
-use base64::Engine;
-use nebula_core::manager::Manager;
-use nebula_core::store::Store;
-use nebula_core::testing::InMemoryStore;
-use nebula_http::auth::AuthConfig;
-use nebula_http::{ApiState, InfoCacheConfig, RouterOptions, router_with};
+use axum::http::{StatusCode, header};
+use common::{Api, Reply};
+use nebula_http::{InfoCacheConfig, RouterOptions};
 use serde_json::{Value, json};
-use tower::ServiceExt;
-
-struct Api {
-    app: axum::Router,
-    /// A second manager on the same store: writes that bypass this API process.
-    elsewhere: Manager,
-}
-
-struct Reply {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: Value,
-    raw_len: usize,
-}
-
-fn basic() -> String {
-    format!(
-        "Basic {}",
-        base64::engine::general_purpose::STANDARD.encode("admin:pw")
-    )
-}
 
 impl Api {
-    fn new() -> Self {
-        Self::with_cache(InfoCacheConfig::default())
-    }
-
     fn with_cache(info_cache: InfoCacheConfig) -> Self {
-        let auth = AuthConfig {
-            enabled: true,
-            user: Some("admin".into()),
-            password: Some("pw".into()),
-            token: Some("tok".into()),
-        };
-        let store: Arc<dyn Store> = Arc::new(InMemoryStore::new());
-        let manager = Manager::new(store.clone(), None);
         let mut options = RouterOptions::default();
         options.info_cache = info_cache;
-        Self {
-            app: router_with(
-                ApiState {
-                    manager,
-                    auth: Arc::new(auth),
-                },
-                options,
-            ),
-            elsewhere: Manager::new(store, None),
-        }
-    }
-
-    async fn request(
-        &self,
-        method: &str,
-        path: &str,
-        body: Option<Value>,
-        headers: &[(header::HeaderName, &str)],
-    ) -> Reply {
-        let mut req = Request::builder()
-            .method(method)
-            .uri(path)
-            .header(header::CONTENT_TYPE, "application/json");
-        for (k, v) in headers {
-            req = req.header(k, *v);
-        }
-        let body = body
-            .map(|b| serde_json::to_vec(&b).unwrap())
-            .unwrap_or_default();
-        let resp = self
-            .app
-            .clone()
-            .oneshot(req.body(Body::from(body)).unwrap())
-            .await
-            .unwrap();
-        let status = resp.status();
-        let headers = resp.headers().clone();
-        let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
-            .await
-            .unwrap();
-        Reply {
-            status,
-            headers,
-            body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-            raw_len: bytes.len(),
-        }
-    }
-
-    async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (StatusCode, Value) {
-        let auth = basic();
-        let r = self
-            .request(method, path, body, &[(header::AUTHORIZATION, &auth)])
-            .await;
-        (r.status, r.body)
+        Self::with_options(options)
     }
 
     async fn info(&self, dg: &str, if_none_match: Option<&str>) -> Reply {
-        let auth = basic();
+        let auth = common::basic();
         let mut headers = vec![(header::AUTHORIZATION, auth.as_str())];
         if let Some(tag) = if_none_match {
             headers.push((header::IF_NONE_MATCH, tag));
@@ -734,4 +645,65 @@ async fn the_worker_source_uses_the_etag() {
         Err(SourceError::Unauthorized(_))
     ));
     server.abort();
+}
+
+#[tokio::test]
+async fn an_app_or_cron_job_write_clears_only_the_groups_listing_it() {
+    let api = Api::new();
+    api.app("a").await;
+    api.app("b").await;
+    api.cron_job("nightly").await;
+    for (group, body) in [
+        ("ga", json!({"apps": ["a"]})),
+        ("gb", json!({"apps": ["b"]})),
+        ("gc", json!({"cron_jobs": ["nightly"]})),
+    ] {
+        let (code, _) = api
+            .call(
+                "POST",
+                &format!("/api/v2/device_groups/{group}"),
+                Some(body),
+            )
+            .await;
+        assert_eq!(code, StatusCode::OK);
+    }
+    let prune_id = |r: &Reply| r.body["prune_id"].clone();
+    for group in ["ga", "gb", "gc"] {
+        assert_eq!(prune_id(&api.info(group, None).await), json!(1));
+    }
+    // Another manager changes every group: only a cleared reply shows it.
+    for group in ["ga", "gb", "gc"] {
+        let name = nebula_core::device_group::DeviceGroupName::parse(group).unwrap();
+        api.elsewhere.prune_device_group(&name).await.unwrap();
+    }
+
+    let (code, _) = api.call("POST", "/api/v2/apps/a/stop", None).await;
+    assert_eq!(code, StatusCode::ACCEPTED);
+    let ga = api.info("ga", None).await;
+    assert_eq!(prune_id(&ga), json!(2), "ga lists a: cleared");
+    assert_eq!(ga.body["apps"][0]["running"], false);
+    assert_eq!(prune_id(&api.info("gb", None).await), json!(1), "gb kept");
+    assert_eq!(prune_id(&api.info("gc", None).await), json!(1), "gc kept");
+
+    let (code, _) = api
+        .call(
+            "PATCH",
+            "/api/v2/cron_jobs/nightly/update",
+            Some(json!({"running": false})),
+        )
+        .await;
+    assert_eq!(code, StatusCode::ACCEPTED);
+    assert_eq!(
+        prune_id(&api.info("gc", None).await),
+        json!(2),
+        "gc lists it"
+    );
+    assert_eq!(prune_id(&api.info("gb", None).await), json!(1), "gb kept");
+
+    // Deleting b clears the group it was taken out of.
+    let (code, _) = api.call("DELETE", "/api/v2/apps/b", None).await;
+    assert_eq!(code, StatusCode::OK);
+    let gb = api.info("gb", None).await;
+    assert_eq!(prune_id(&gb), json!(2));
+    assert_eq!(gb.body["apps"], json!([]));
 }

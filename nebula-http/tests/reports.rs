@@ -2,88 +2,24 @@
 //! the reference's filters and `last_id` paging, and `GET /api/v2/apps/<app>/status`, against
 //! the in-memory store.
 
-use std::sync::Arc;
+mod common;
+
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use axum::body::Body;
-use axum::http::{Request, StatusCode, header};
-use base64::Engine;
-use nebula_core::manager::Manager;
+use axum::http::StatusCode;
+use common::Api;
 use nebula_core::report::WorkerReport;
-use nebula_core::store::Store;
-use nebula_core::testing::InMemoryStore;
-use nebula_http::auth::AuthConfig;
-use nebula_http::{ApiState, ReportsConfig, RouterOptions, router_with};
+use nebula_http::{ReportsConfig, RouterOptions};
 use serde_json::{Value, json};
-use tower::ServiceExt;
-
-struct Api {
-    app: axum::Router,
-    /// A second manager on the same store, to store reports at chosen times.
-    elsewhere: Manager,
-}
 
 impl Api {
-    fn new() -> Self {
-        let auth = AuthConfig {
-            enabled: true,
-            user: Some("admin".into()),
-            password: Some("pw".into()),
-            token: None,
-        };
-        let store: Arc<dyn Store> = Arc::new(InMemoryStore::new());
+    /// Reports kept for 600 s; `elsewhere` stores reports at chosen times.
+    fn for_reports() -> Self {
         let mut options = RouterOptions::default();
         options.reports = ReportsConfig {
             ttl: Duration::from_secs(600),
         };
-        Self {
-            app: router_with(
-                ApiState {
-                    manager: Manager::new(store.clone(), None),
-                    auth: Arc::new(auth),
-                },
-                options,
-            ),
-            elsewhere: Manager::new(store, None),
-        }
-    }
-
-    async fn request(
-        &self,
-        method: &str,
-        path: &str,
-        body: Option<Value>,
-        auth: bool,
-    ) -> (StatusCode, Value) {
-        let mut req = Request::builder()
-            .method(method)
-            .uri(path)
-            .header(header::CONTENT_TYPE, "application/json");
-        if auth {
-            let basic = base64::engine::general_purpose::STANDARD.encode("admin:pw");
-            req = req.header(header::AUTHORIZATION, format!("Basic {basic}"));
-        }
-        let body = body
-            .map(|b| serde_json::to_vec(&b).unwrap())
-            .unwrap_or_default();
-        let resp = self
-            .app
-            .clone()
-            .oneshot(req.body(Body::from(body)).unwrap())
-            .await
-            .unwrap();
-        let status = resp.status();
-        let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
-            .await
-            .unwrap();
-        (
-            status,
-            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-        )
-    }
-
-    async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (StatusCode, Value) {
-        self.request(method, path, body, true).await
+        Self::with_options(options)
     }
 
     /// Posts a report; returns its id.
@@ -134,7 +70,7 @@ fn times(page: &Value) -> Vec<u64> {
 
 #[tokio::test]
 async fn reports_page_by_last_id_and_end_with_nulls() {
-    let api = Api::new();
+    let api = Api::for_reports();
     let mut ids = Vec::new();
     for t in 1..=5 {
         ids.push(
@@ -172,7 +108,7 @@ async fn reports_page_by_last_id_and_end_with_nulls() {
 
 #[tokio::test]
 async fn filters_are_the_reference_ones() {
-    let api = Api::new();
+    let api = Api::for_reports();
     api.post(report("a", Some("edge"), 100, true)).await;
     api.post(report("b", Some("edge"), 200, false)).await;
     api.post(report("a", Some("core"), 300, false)).await;
@@ -229,7 +165,7 @@ async fn filters_are_the_reference_ones() {
 
 #[tokio::test]
 async fn bad_query_values_answer_400_naming_the_parameter() {
-    let api = Api::new();
+    let api = Api::for_reports();
     for (query, param) in [
         ("page_size=0", "page_size"),
         ("page_size=abc", "page_size"),
@@ -258,7 +194,7 @@ async fn bad_query_values_answer_400_naming_the_parameter() {
 
 #[tokio::test]
 async fn bad_reports_are_refused_and_nothing_is_stored() {
-    let api = Api::new();
+    let api = Api::for_reports();
     for (body, field) in [
         (json!({"report_creation_time": 1}), "body"),
         (
@@ -283,7 +219,7 @@ async fn bad_reports_are_refused_and_nothing_is_stored() {
 
 #[tokio::test]
 async fn every_report_route_needs_authentication() {
-    let api = Api::new();
+    let api = Api::for_reports();
     for (method, path, body) in [
         ("GET", "/api/v2/reports", None),
         (
@@ -293,7 +229,7 @@ async fn every_report_route_needs_authentication() {
         ),
         ("GET", "/api/v2/apps/site/status", None),
     ] {
-        let (code, _) = api.request(method, path, body, false).await;
+        let code = api.request(method, path, body, &[]).await.status;
         assert_eq!(code, StatusCode::UNAUTHORIZED, "{method} {path}");
     }
 }
@@ -310,7 +246,7 @@ fn now_ns() -> u64 {
 
 #[tokio::test]
 async fn expired_reports_are_never_returned() {
-    let api = Api::new();
+    let api = Api::for_reports();
     let old: WorkerReport = serde_json::from_value(report("old", None, 1, true)).unwrap();
     // Stored 601 s ago, with a TTL of 600 s.
     api.elsewhere
@@ -336,7 +272,7 @@ fn with_status(host: &str, app_id: u64, incarnation: u64, converged: bool) -> Va
 
 #[tokio::test]
 async fn the_status_view_counts_hosts_by_version_and_convergence() {
-    let api = Api::new();
+    let api = Api::for_reports();
     let (code, _) = api
         .call(
             "POST",

@@ -4,7 +4,7 @@
 //! published (and served by `/info`).
 
 use super::document::{self, Document};
-use super::{Manager, new_incarnation};
+use super::{Manager, Touched, new_incarnation};
 use crate::cron_job::{
     CronJob, CronJobError, CronJobName, CronJobPatch, CronJobSpec, validate_spec,
 };
@@ -83,6 +83,20 @@ impl Manager {
         name: CronJobName,
         spec: CronJobSpec,
     ) -> Result<CronJob, CronJobError> {
+        self.create_cron_job_touched(name, spec)
+            .await
+            .map(Touched::into_value)
+    }
+
+    /// [`Self::create_cron_job`], with the device groups that list the new job.
+    ///
+    /// # Errors
+    /// As [`Self::create_cron_job`].
+    pub async fn create_cron_job_touched(
+        &self,
+        name: CronJobName,
+        spec: CronJobSpec,
+    ) -> Result<Touched<CronJob>, CronJobError> {
         if self.cron_job_exists(&name).await? {
             return Err(CronJobError::Exists);
         }
@@ -96,8 +110,11 @@ impl Manager {
         document::create(self.store.as_ref(), &job).await?;
         tracing::info!(cron_job = %job.cron_job_name, schedule = %job.spec.schedule, "cron job created");
         // A group may list the name already (written while a job of that name existed).
-        self.publish_groups_of_cron_job(&job.cron_job_name).await;
-        Ok(job)
+        let device_groups = self.publish_groups_of_cron_job(&job.cron_job_name).await;
+        Ok(Touched {
+            value: job,
+            device_groups,
+        })
     }
 
     /// Read-modify-write with compare-and-swap: `change` edits the spec; the result is
@@ -106,7 +123,7 @@ impl Manager {
         &self,
         name: &CronJobName,
         mut change: impl FnMut(&mut CronJobSpec),
-    ) -> Result<CronJob, CronJobError> {
+    ) -> Result<Touched<CronJob>, CronJobError> {
         let (job, _) = document::modify(self.store.as_ref(), name.as_str(), |job: &mut CronJob| {
             change(&mut job.spec);
             validate_spec(&job.spec).map_err(CronJobError::Invalid)?;
@@ -115,8 +132,11 @@ impl Manager {
         })
         .await?;
         tracing::info!(cron_job = %name, cron_job_id = job.cron_job_id, "cron job changed");
-        self.publish_groups_of_cron_job(name).await;
-        Ok(job)
+        let device_groups = self.publish_groups_of_cron_job(name).await;
+        Ok(Touched {
+            value: job,
+            device_groups,
+        })
     }
 
     /// Replaces the whole spec (POST `/update`); `cron_job_id + 1`.
@@ -128,6 +148,20 @@ impl Manager {
         name: &CronJobName,
         spec: CronJobSpec,
     ) -> Result<CronJob, CronJobError> {
+        self.update_cron_job_touched(name, spec)
+            .await
+            .map(Touched::into_value)
+    }
+
+    /// [`Self::update_cron_job`], with the device groups that list the job.
+    ///
+    /// # Errors
+    /// As [`Self::update_cron_job`].
+    pub async fn update_cron_job_touched(
+        &self,
+        name: &CronJobName,
+        spec: CronJobSpec,
+    ) -> Result<Touched<CronJob>, CronJobError> {
         self.modify_cron_job(name, |s| s.clone_from(&spec)).await
     }
 
@@ -141,6 +175,20 @@ impl Manager {
         name: &CronJobName,
         patch: CronJobPatch,
     ) -> Result<CronJob, CronJobError> {
+        self.patch_cron_job_touched(name, patch)
+            .await
+            .map(Touched::into_value)
+    }
+
+    /// [`Self::patch_cron_job`], with the device groups that list the job.
+    ///
+    /// # Errors
+    /// As [`Self::patch_cron_job`].
+    pub async fn patch_cron_job_touched(
+        &self,
+        name: &CronJobName,
+        patch: CronJobPatch,
+    ) -> Result<Touched<CronJob>, CronJobError> {
         if patch.is_empty() {
             return Err(CronJobError::Invalid(vec![FieldError::new(
                 "body",
@@ -156,19 +204,46 @@ impl Manager {
     /// # Errors
     /// [`CronJobError::NotFound`], store failures.
     pub async fn delete_cron_job(&self, name: &CronJobName) -> Result<(), CronJobError> {
+        self.delete_cron_job_touched(name)
+            .await
+            .map(Touched::into_value)
+    }
+
+    /// [`Self::delete_cron_job`], with the device groups the job was taken out of.
+    ///
+    /// # Errors
+    /// As [`Self::delete_cron_job`].
+    pub async fn delete_cron_job_touched(
+        &self,
+        name: &CronJobName,
+    ) -> Result<Touched<()>, CronJobError> {
         if !self.cron_job_exists(name).await? {
             return Err(CronJobError::NotFound);
         }
         // Out of its groups first, so every reply that lacks the job's document also carries
         // the higher id workers act on; and again after the delete, for a group that took the
         // job meanwhile.
-        self.remove_cron_job_from_device_groups(name).await?;
+        let mut device_groups = self.remove_cron_job_from_device_groups(name).await?;
         document::delete::<CronJob, _>(self.store.as_ref(), name.as_str(), |_| Ok(())).await?;
         tracing::info!(cron_job = %name, "cron job deleted");
-        if let Err(error) = self.remove_cron_job_from_device_groups(name).await {
-            tracing::warn!(cron_job = %name, %error, "second pass over device groups failed");
-        }
-        Ok(())
+        let device_groups = match self.remove_cron_job_from_device_groups(name).await {
+            Ok(more) => {
+                for group in more {
+                    if !device_groups.contains(&group) {
+                        device_groups.push(group);
+                    }
+                }
+                Some(device_groups)
+            }
+            Err(error) => {
+                tracing::warn!(cron_job = %name, %error, "second pass over device groups failed");
+                None
+            }
+        };
+        Ok(Touched {
+            value: (),
+            device_groups,
+        })
     }
 }
 

@@ -346,42 +346,51 @@ impl Manager {
         }
     }
 
-    /// The groups that list `app`, for the app's messages. A scan of every device group
-    /// (one store read of the collection per app change). A store failure gives none, logged:
-    /// the groups' workers then pick the change up at check-in.
-    pub(super) async fn device_groups_listing_app(&self, app: &AppName) -> Vec<DeviceGroupName> {
+    /// The groups that list `app`, for the app's messages and the caller's caches: the one
+    /// place an app's membership is computed, a scan of every device group (one store read of
+    /// the collection per app change). A store failure gives `None`, logged: the groups'
+    /// workers then pick the change up at check-in.
+    pub(super) async fn device_groups_listing_app(
+        &self,
+        app: &AppName,
+    ) -> Option<Vec<DeviceGroupName>> {
         match self.list_device_groups_full().await {
-            Ok(groups) => groups
-                .into_iter()
-                .filter(|g| g.apps.contains(app))
-                .map(|g| g.device_group)
-                .collect(),
+            Ok(groups) => Some(
+                groups
+                    .into_iter()
+                    .filter(|g| g.apps.contains(app))
+                    .map(|g| g.device_group)
+                    .collect(),
+            ),
             Err(error) => {
                 tracing::warn!(%app, %error, "cannot list the device groups of the app; their workers will pick the change up at check-in");
-                Vec::new()
+                None
             }
         }
     }
 
     /// Publishes the state of every group that lists cron job `job` (after a change of its
-    /// document). A scan of every device group.
-    pub(super) async fn publish_groups_of_cron_job(&self, job: &CronJobName) {
-        if self.bus.is_none() {
-            return;
-        }
+    /// document), and returns those groups: the one place a cron job's membership is
+    /// computed, a scan of every device group. A store failure gives `None`, logged.
+    pub(super) async fn publish_groups_of_cron_job(
+        &self,
+        job: &CronJobName,
+    ) -> Option<Vec<DeviceGroupName>> {
         let groups = match self.list_device_groups_full().await {
             Ok(groups) => groups,
             Err(error) => {
                 tracing::warn!(cron_job = %job, %error, "cannot list the device groups of the cron job; their workers will pick the change up at check-in");
-                return;
+                return None;
             }
         };
-        for group in groups
+        let listing: Vec<&DeviceGroup> = groups
             .iter()
             .filter(|g| g.cron_jobs.iter().any(|j| j == job.as_str()))
-        {
+            .collect();
+        for group in &listing {
             self.publish_device_group(group).await;
         }
+        Some(listing.iter().map(|g| g.device_group.clone()).collect())
     }
 
     /// Takes `app` out of every group that lists it, each with `device_group_id + 1`, so the
@@ -419,10 +428,11 @@ impl Manager {
 impl Manager {
     /// Takes `job` out of every group that lists it, each with `device_group_id + 1`, so the
     /// groups' workers unschedule it and remove its containers (called by `delete_cron_job`).
+    /// Returns the groups it was taken out of.
     pub(super) async fn remove_cron_job_from_device_groups(
         &self,
         job: &CronJobName,
-    ) -> Result<(), CronJobError> {
+    ) -> Result<Vec<DeviceGroupName>, CronJobError> {
         let into_cron_error = |e: DeviceGroupError| match e {
             DeviceGroupError::Store(e) => CronJobError::Store(e),
             DeviceGroupError::Contended => CronJobError::Contended,
@@ -433,6 +443,7 @@ impl Manager {
             .await
             .map_err(into_cron_error)?;
         let job = job.as_str();
+        let mut left = Vec::new();
         for group in groups
             .into_iter()
             .filter(|g| g.cron_jobs.iter().any(|j| j == job))
@@ -447,11 +458,12 @@ impl Manager {
                 })
                 .await;
             match changed {
-                Ok(_) | Err(DeviceGroupError::NotFound) => {}
+                Ok(_) => left.push(group.device_group),
+                Err(DeviceGroupError::NotFound) => {}
                 Err(e) => return Err(into_cron_error(e)),
             }
         }
-        Ok(())
+        Ok(left)
     }
 }
 
@@ -499,6 +511,32 @@ mod tests {
                 .unwrap();
         }
         m
+    }
+
+    #[tokio::test]
+    async fn app_writes_return_the_groups_listing_the_app() {
+        let m = with_apps(&["a", "b"]).await;
+        m.create_device_group(dg("one"), members(&["a"]))
+            .await
+            .unwrap();
+        m.create_device_group(dg("both"), members(&["a", "b"]))
+            .await
+            .unwrap();
+        let stopped = m
+            .change_app(&app("b"), crate::manager::AppCommand::Stop)
+            .await
+            .unwrap();
+        assert!(!stopped.value.spec.running);
+        assert_eq!(stopped.device_groups, Some(vec![dg("both")]));
+        let deleted = m.delete_app_touched(&app("a")).await.unwrap();
+        let mut groups = deleted.device_groups.unwrap();
+        groups.sort();
+        assert_eq!(groups, [dg("both"), dg("one")]);
+        let created = m
+            .create_app_touched(app("c"), AppSpec::with_image("site"))
+            .await
+            .unwrap();
+        assert_eq!(created.device_groups, Some(Vec::new()));
     }
 
     #[tokio::test]

@@ -5,21 +5,18 @@
 //! (400). Differences on purpose: a bad field other than the schedule is a 400 naming it, and
 //! `networks` defaults to `["nebula", "bridge"]` on create too.
 
-// Handlers answer errors as ready responses; their size is irrelevant next to the I/O.
-#![allow(clippy::result_large_err)]
-
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use nebula_core::cron_job::{CronJob, CronJobError, CronJobName, CronJobPatch, CronJobSpec};
-use nebula_core::store::StoreError;
+use nebula_core::cron_job::{CronJob, CronJobName, CronJobPatch, CronJobSpec};
 use nebula_core::validate::FieldError;
 use serde_json::{Map, Value, json};
 
+use super::device_groups::touching;
 use super::{Body, Reply};
 use crate::dto;
-use crate::error::{ApiError, Dialect};
+use crate::error::ApiError;
 use crate::state::ApiState;
 
 /// Every field a client may set.
@@ -49,42 +46,8 @@ fn reply(code: StatusCode, body: Value) -> Response {
     (code, Json(body)).into_response()
 }
 
-/// A 400 naming each field, with `schedule_valid: false` when the schedule is one of them.
-fn invalid(errors: &[FieldError]) -> Response {
-    let mut body = Map::new();
-    if errors.iter().any(|e| e.field == "schedule") {
-        body.insert("schedule_valid".into(), Value::Bool(false));
-    }
-    for e in errors {
-        body.entry(e.field.clone())
-            .or_insert_with(|| Value::String(e.rule.clone()));
-    }
-    let list: Vec<Value> = errors
-        .iter()
-        .map(|e| json!({"field": e.field, "rule": e.rule}))
-        .collect();
-    body.insert("errors".into(), Value::Array(list));
-    reply(StatusCode::BAD_REQUEST, Value::Object(body))
-}
-
-fn cron_error(e: CronJobError) -> Response {
-    match e {
-        CronJobError::Exists => reply(StatusCode::FORBIDDEN, json!({"cron_job_exists": true})),
-        CronJobError::NotFound => reply(StatusCode::FORBIDDEN, json!({"cron_job_exists": false})),
-        CronJobError::Invalid(errors) => invalid(&errors),
-        CronJobError::Contended => reply(
-            StatusCode::CONFLICT,
-            json!({"error": "too many concurrent changes to this cron job; retry"}),
-        ),
-        CronJobError::Store(StoreError::Unavailable(_)) => {
-            ApiError::Unavailable.render(Dialect::V2)
-        }
-        other => ApiError::Internal(other.to_string()).render(Dialect::V2),
-    }
-}
-
-fn job_name(raw: &str) -> Result<CronJobName, Response> {
-    CronJobName::parse(raw).map_err(|e| ApiError::from(e).render(Dialect::V2))
+fn job_name(raw: &str) -> Result<CronJobName, ApiError> {
+    Ok(CronJobName::parse(raw)?)
 }
 
 fn doc(job: &CronJob) -> Value {
@@ -92,21 +55,20 @@ fn doc(job: &CronJob) -> Value {
 }
 
 /// 403 `{"cron_job_exists": <exists>}` unless the job's existence is `want`.
-async fn expect_exists(s: &ApiState, name: &CronJobName, want: bool) -> Result<(), Response> {
-    let exists = s.manager.cron_job_exists(name).await.map_err(cron_error)?;
+async fn expect_exists(s: &ApiState, name: &CronJobName, want: bool) -> Result<(), ApiError> {
+    let exists = s.manager.cron_job_exists(name).await?;
     if exists == want {
         Ok(())
     } else {
-        Err(cron_error(if exists {
-            CronJobError::Exists
-        } else {
-            CronJobError::NotFound
-        }))
+        Err(ApiError::Exists {
+            key: "cron_job_exists",
+            exists,
+        })
     }
 }
 
 /// Reads the fields given; unknown fields and type errors are 400s naming them.
-fn patch(body: &Map<String, Value>) -> Result<CronJobPatch, Response> {
+fn patch(body: &Map<String, Value>) -> Result<CronJobPatch, ApiError> {
     let unknown: Vec<FieldError> = body
         .keys()
         .filter(|k| !SETTABLE.contains(&k.as_str()) && !READ_ONLY.contains(&k.as_str()))
@@ -121,7 +83,7 @@ fn patch(body: &Map<String, Value>) -> Result<CronJobPatch, Response> {
         })
         .collect();
     if !unknown.is_empty() {
-        return Err(invalid(&unknown));
+        return Err(ApiError::CronJobInvalid(unknown));
     }
     let mut errors = Vec::new();
     let field = |name: &str| body.get(name).map(|v| (name.to_owned(), v));
@@ -168,20 +130,20 @@ fn patch(body: &Map<String, Value>) -> Result<CronJobPatch, Response> {
     if errors.is_empty() {
         Ok(p)
     } else {
-        Err(invalid(&errors))
+        Err(ApiError::CronJobInvalid(errors))
     }
 }
 
 /// Reads a full spec (create, POST update): `docker_image` and `schedule` required, every
 /// other field defaulted.
-fn spec(body: &Map<String, Value>) -> Result<CronJobSpec, Response> {
+fn spec(body: &Map<String, Value>) -> Result<CronJobSpec, ApiError> {
     let missing: Vec<String> = REQUIRED
         .iter()
         .filter(|f| body.get(**f).is_none_or(Value::is_null))
         .map(|f| (*f).to_owned())
         .collect();
     if !missing.is_empty() {
-        return Err(ApiError::Missing(missing).render(Dialect::V2));
+        return Err(ApiError::Missing(missing));
     }
     let patch = patch(body)?;
     let mut spec = CronJobSpec::new("", "");
@@ -190,13 +152,13 @@ fn spec(body: &Map<String, Value>) -> Result<CronJobSpec, Response> {
 }
 
 pub(crate) async fn list(State(s): State<ApiState>) -> Reply {
-    let jobs = s.manager.list_cron_jobs().await.map_err(cron_error)?;
+    let jobs = s.manager.list_cron_jobs().await?;
     Ok(Json(json!({ "cron_jobs": jobs })).into_response())
 }
 
 pub(crate) async fn get_one(State(s): State<ApiState>, Path(job): Path<String>) -> Reply {
     let name = job_name(&job)?;
-    let job = s.manager.get_cron_job(&name).await.map_err(cron_error)?;
+    let job = s.manager.get_cron_job(&name).await?;
     Ok(Json(doc(&job)).into_response())
 }
 
@@ -208,18 +170,20 @@ pub(crate) async fn create(
     let name = job_name(&job)?;
     expect_exists(&s, &name, false).await?;
     let spec = spec(&body)?;
-    let job = s
-        .manager
-        .create_cron_job(name, spec)
-        .await
-        .map_err(cron_error)?;
-    Ok(reply(StatusCode::OK, doc(&job)))
+    let job = s.manager.create_cron_job_touched(name, spec).await?;
+    Ok(touching(
+        reply(StatusCode::OK, doc(&job.value)),
+        job.device_groups,
+    ))
 }
 
 pub(crate) async fn delete(State(s): State<ApiState>, Path(job): Path<String>) -> Reply {
     let name = job_name(&job)?;
-    s.manager.delete_cron_job(&name).await.map_err(cron_error)?;
-    Ok(reply(StatusCode::OK, json!({})))
+    let deleted = s.manager.delete_cron_job_touched(&name).await?;
+    Ok(touching(
+        reply(StatusCode::OK, json!({})),
+        deleted.device_groups,
+    ))
 }
 
 pub(crate) async fn update_full(
@@ -230,12 +194,11 @@ pub(crate) async fn update_full(
     let name = job_name(&job)?;
     expect_exists(&s, &name, true).await?;
     let spec = spec(&body)?;
-    let job = s
-        .manager
-        .update_cron_job(&name, spec)
-        .await
-        .map_err(cron_error)?;
-    Ok(reply(StatusCode::ACCEPTED, doc(&job)))
+    let job = s.manager.update_cron_job_touched(&name, spec).await?;
+    Ok(touching(
+        reply(StatusCode::ACCEPTED, doc(&job.value)),
+        job.device_groups,
+    ))
 }
 
 pub(crate) async fn update_patch(
@@ -246,25 +209,18 @@ pub(crate) async fn update_patch(
     let name = job_name(&job)?;
     expect_exists(&s, &name, true).await?;
     if body.is_empty() {
-        return Err(reply(
-            StatusCode::BAD_REQUEST,
-            json!({"missing_parameters": true}),
-        ));
+        return Err(ApiError::NothingToChange);
     }
     let patch = patch(&body)?;
     if patch.is_empty() {
         // Only read-only fields: nothing to change.
-        return Err(reply(
-            StatusCode::BAD_REQUEST,
-            json!({"missing_parameters": true}),
-        ));
+        return Err(ApiError::NothingToChange);
     }
-    let job = s
-        .manager
-        .patch_cron_job(&name, patch)
-        .await
-        .map_err(cron_error)?;
-    Ok(reply(StatusCode::ACCEPTED, doc(&job)))
+    let job = s.manager.patch_cron_job_touched(&name, patch).await?;
+    Ok(touching(
+        reply(StatusCode::ACCEPTED, doc(&job.value)),
+        job.device_groups,
+    ))
 }
 
 #[cfg(test)]

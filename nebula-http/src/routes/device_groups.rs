@@ -6,11 +6,7 @@
 //! invalidated by every write through this process that can change a group's state, and each
 //! reply carries an ETag so a worker whose state is current gets a bodiless 304.
 
-// Handlers answer errors as ready responses; their size is irrelevant next to the I/O.
-#![allow(clippy::result_large_err)]
-
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
@@ -19,18 +15,15 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json, Router};
-use nebula_core::device_group::{
-    DeviceGroup, DeviceGroupError, DeviceGroupName, Members, MembersPatch,
-};
+use nebula_core::device_group::{DeviceGroup, DeviceGroupName, Members, MembersPatch};
 use nebula_core::model::AppName;
-use nebula_core::store::StoreError;
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
-use tokio::time::Instant;
 
 use super::{Body, Reply};
-use crate::error::{ApiError, Dialect};
+use crate::error::ApiError;
 use crate::state::ApiState;
+use crate::ttl_cache::TtlCache;
 
 /// How `/info` replies are cached in this process.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -57,122 +50,62 @@ struct CachedInfo {
     etag: HeaderValue,
 }
 
-#[derive(Debug)]
-struct Slot {
-    info: Arc<CachedInfo>,
-    expires: Instant,
-    tick: u64,
-}
-
-#[derive(Debug, Default)]
-struct Lru {
-    slots: HashMap<DeviceGroupName, Slot>,
-    /// Last use -> group, oldest first.
-    order: BTreeMap<u64, DeviceGroupName>,
-    tick: u64,
-    /// Bumped by every invalidation: a reply read before it is not stored after it.
-    generation: u64,
-}
-
-impl Lru {
-    fn remove(&mut self, group: &DeviceGroupName) {
-        if let Some(slot) = self.slots.remove(group) {
-            self.order.remove(&slot.tick);
-        }
-    }
-}
-
 /// The per-process `/info` cache, keyed by device group.
 #[derive(Debug)]
-pub(crate) struct InfoCache {
-    config: InfoCacheConfig,
-    lru: Mutex<Lru>,
-}
+pub(crate) struct InfoCache(TtlCache<DeviceGroupName, Arc<CachedInfo>>);
 
 impl InfoCache {
     pub(crate) fn new(config: InfoCacheConfig) -> Self {
-        Self {
-            config,
-            lru: Mutex::new(Lru::default()),
-        }
-    }
-
-    fn enabled(&self) -> bool {
-        !self.config.ttl.is_zero() && self.config.max_size > 0
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Lru> {
-        self.lru.lock().unwrap_or_else(PoisonError::into_inner)
+        Self(TtlCache::new(config.ttl, config.max_size))
     }
 
     /// The cached reply, if fresh, and the generation to store a new one under otherwise.
     fn get(&self, group: &DeviceGroupName) -> Result<Arc<CachedInfo>, u64> {
-        let mut lru = self.lock();
-        if !self.enabled() {
-            return Err(lru.generation);
-        }
-        let now = Instant::now();
-        lru.tick += 1;
-        let tick = lru.tick;
-        let Some(slot) = lru.slots.get_mut(group) else {
-            return Err(lru.generation);
-        };
-        if slot.expires <= now {
-            lru.remove(group);
-            return Err(lru.generation);
-        }
-        let old = std::mem::replace(&mut slot.tick, tick);
-        let info = slot.info.clone();
-        lru.order.remove(&old);
-        lru.order.insert(tick, group.clone());
-        Ok(info)
+        self.0.lookup(group)
     }
 
     /// Stores a reply read at `generation`, unless something was invalidated since.
     fn insert(&self, group: &DeviceGroupName, info: Arc<CachedInfo>, generation: u64) {
-        let mut lru = self.lock();
-        if !self.enabled() || lru.generation != generation {
-            return;
-        }
-        lru.remove(group);
-        while lru.slots.len() >= self.config.max_size {
-            let Some((_, oldest)) = lru.order.pop_first() else {
-                break;
-            };
-            lru.slots.remove(&oldest);
-        }
-        lru.tick += 1;
-        let tick = lru.tick;
-        lru.order.insert(tick, group.clone());
-        lru.slots.insert(
-            group.clone(),
-            Slot {
-                info,
-                expires: Instant::now() + self.config.ttl,
-                tick,
-            },
-        );
+        self.0.insert_at(group.clone(), info, generation);
     }
 
     /// Forgets one group's reply.
     fn invalidate(&self, group: &DeviceGroupName) {
-        let mut lru = self.lock();
-        lru.generation += 1;
-        lru.remove(group);
+        self.0.invalidate([group]);
+    }
+
+    /// Forgets the replies of `groups`.
+    fn invalidate_all(&self, groups: &[DeviceGroupName]) {
+        self.0.invalidate(groups);
     }
 
     /// Forgets every reply.
     fn clear(&self) {
-        let mut lru = self.lock();
-        lru.generation += 1;
-        lru.slots.clear();
-        lru.order.clear();
+        self.0.clear();
     }
 }
 
+/// The device groups an app or cron job write changed, as the manager computed them: a reply
+/// extension that [`clear_after_app_writes`] reads. `None`: unknown, so every group.
+#[derive(Clone, Debug)]
+pub(crate) struct TouchedGroups(pub(crate) Option<Vec<DeviceGroupName>>);
+
+/// `response`, telling the `/info` cache which groups the write changed.
+pub(crate) fn touching(
+    response: impl IntoResponse,
+    device_groups: Option<Vec<DeviceGroupName>>,
+) -> Response {
+    let mut response = response.into_response();
+    response
+        .extensions_mut()
+        .insert(TouchedGroups(device_groups));
+    response
+}
+
 /// Wraps the whole API with the `/info` cache: handlers find it as an extension, and a
-/// successful app or cron job write through this process clears it (their documents are part
-/// of `/info`).
+/// successful app or cron job write through this process forgets the replies of the groups
+/// that list the document (their documents are part of `/info`), as the manager computed them
+/// ([`TouchedGroups`]); every reply when the handler did not say.
 pub(crate) fn with_info_cache(api: Router<ApiState>, config: InfoCacheConfig) -> Router<ApiState> {
     api.layer(middleware::from_fn(clear_after_app_writes))
         .layer(Extension(Arc::new(InfoCache::new(config))))
@@ -189,9 +122,13 @@ async fn clear_after_app_writes(
     ) && (request.uri().path().starts_with("/api/apps/")
         || request.uri().path().starts_with("/api/v2/apps/")
         || request.uri().path().starts_with("/api/v2/cron_jobs/"));
-    let response = next.run(request).await;
+    let mut response = next.run(request).await;
+    let touched = response.extensions_mut().remove::<TouchedGroups>();
     if writes_app && response.status().is_success() {
-        cache.clear();
+        match touched {
+            Some(TouchedGroups(Some(groups))) => cache.invalidate_all(&groups),
+            _ => cache.clear(),
+        }
     }
     response
 }
@@ -200,34 +137,8 @@ fn reply(code: StatusCode, body: Value) -> Response {
     (code, Json(body)).into_response()
 }
 
-fn dg_error(e: DeviceGroupError) -> Response {
-    match e {
-        DeviceGroupError::Exists => {
-            reply(StatusCode::FORBIDDEN, json!({"device_group_exists": true}))
-        }
-        DeviceGroupError::NotFound => {
-            reply(StatusCode::FORBIDDEN, json!({"device_group_exists": false}))
-        }
-        DeviceGroupError::AppNotFound(_) => {
-            reply(StatusCode::FORBIDDEN, json!({"app_exists": false}))
-        }
-        DeviceGroupError::CronJobNotFound(_) => {
-            reply(StatusCode::FORBIDDEN, json!({"cron_job_exists": false}))
-        }
-        DeviceGroupError::Invalid(errors) => ApiError::Invalid(errors).render(Dialect::V2),
-        DeviceGroupError::Contended => reply(
-            StatusCode::CONFLICT,
-            json!({"error": "too many concurrent changes to this device group; retry"}),
-        ),
-        DeviceGroupError::Store(StoreError::Unavailable(_)) => {
-            ApiError::Unavailable.render(Dialect::V2)
-        }
-        other => ApiError::Internal(other.to_string()).render(Dialect::V2),
-    }
-}
-
-fn group_name(raw: &str) -> Result<DeviceGroupName, Response> {
-    DeviceGroupName::parse(raw).map_err(|e| ApiError::from(e).render(Dialect::V2))
+fn group_name(raw: &str) -> Result<DeviceGroupName, ApiError> {
+    Ok(DeviceGroupName::parse(raw)?)
 }
 
 fn doc(group: &DeviceGroup) -> Value {
@@ -244,7 +155,7 @@ const READ_ONLY: [&str; 5] = [
 ];
 
 /// Reads `apps` and `cron_jobs` from a body; with `full`, an absent list is `[]`.
-fn members(body: &Map<String, Value>, full: bool) -> Result<MembersPatch, Response> {
+fn members(body: &Map<String, Value>, full: bool) -> Result<MembersPatch, ApiError> {
     let unknown: Vec<nebula_core::validate::FieldError> = body
         .keys()
         .filter(|k| !matches!(k.as_str(), "apps" | "cron_jobs") && !READ_ONLY.contains(&k.as_str()))
@@ -256,9 +167,9 @@ fn members(body: &Map<String, Value>, full: bool) -> Result<MembersPatch, Respon
         })
         .collect();
     if !unknown.is_empty() {
-        return Err(ApiError::Invalid(unknown).render(Dialect::V2));
+        return Err(ApiError::Invalid(unknown));
     }
-    let list = |key: &str| -> Result<Option<Vec<String>>, Response> {
+    let list = |key: &'static str| -> Result<Option<Vec<String>>, ApiError> {
         match body.get(key) {
             None if full => Ok(Some(Vec::new())),
             None => Ok(None),
@@ -266,19 +177,13 @@ fn members(body: &Map<String, Value>, full: bool) -> Result<MembersPatch, Respon
                 .iter()
                 .map(|i| {
                     i.as_str().map(str::to_owned).ok_or_else(|| {
-                        ApiError::from(nebula_core::validate::FieldError::new(
-                            key,
-                            "must be a list of names",
-                        ))
-                        .render(Dialect::V2)
+                        nebula_core::validate::FieldError::new(key, "must be a list of names")
+                            .into()
                     })
                 })
                 .collect::<Result<Vec<_>, _>>()
                 .map(Some),
-            Some(_) => Err(reply(
-                StatusCode::BAD_REQUEST,
-                json!({ format!("{key}_is_list"): false }),
-            )),
+            Some(_) => Err(ApiError::NotAList(key)),
         }
     };
     let apps = list("apps")?;
@@ -289,8 +194,7 @@ fn members(body: &Map<String, Value>, full: bool) -> Result<MembersPatch, Respon
                 .iter()
                 .map(|n| {
                     // A name no app can have names no app that exists.
-                    AppName::parse(n)
-                        .map_err(|_| dg_error(DeviceGroupError::AppNotFound(n.clone())))
+                    AppName::parse(n).map_err(|_| ApiError::AppNotFound)
                 })
                 .collect::<Result<Vec<_>, _>>()?,
         ),
@@ -300,13 +204,13 @@ fn members(body: &Map<String, Value>, full: bool) -> Result<MembersPatch, Respon
 }
 
 pub(crate) async fn list(State(s): State<ApiState>) -> Reply {
-    let groups = s.manager.list_device_groups().await.map_err(dg_error)?;
+    let groups = s.manager.list_device_groups().await?;
     Ok(Json(json!({ "device_groups": groups })).into_response())
 }
 
 pub(crate) async fn get_one(State(s): State<ApiState>, Path(dg): Path<String>) -> Reply {
     let name = group_name(&dg)?;
-    let group = s.manager.get_device_group(&name).await.map_err(dg_error)?;
+    let group = s.manager.get_device_group(&name).await?;
     Ok(Json(doc(&group)).into_response())
 }
 
@@ -327,8 +231,7 @@ pub(crate) async fn create(
                 cron_jobs: patch.cron_jobs.unwrap_or_default(),
             },
         )
-        .await
-        .map_err(dg_error)?;
+        .await?;
     cache.invalidate(&name);
     Ok(reply(StatusCode::OK, doc(&group)))
 }
@@ -341,7 +244,7 @@ pub(crate) async fn delete(
     let name = group_name(&dg)?;
     let result = s.manager.delete_device_group(&name).await;
     cache.invalidate(&name);
-    result.map_err(dg_error)?;
+    result?;
     Ok(reply(StatusCode::OK, json!({})))
 }
 
@@ -362,8 +265,7 @@ pub(crate) async fn update_full(
                 cron_jobs: patch.cron_jobs.unwrap_or_default(),
             },
         )
-        .await
-        .map_err(dg_error)?;
+        .await?;
     cache.invalidate(&name);
     Ok(reply(StatusCode::ACCEPTED, doc(&group)))
 }
@@ -376,24 +278,14 @@ pub(crate) async fn update_patch(
 ) -> Reply {
     let name = group_name(&dg)?;
     if body.is_empty() {
-        return Err(reply(
-            StatusCode::BAD_REQUEST,
-            json!({"missing_parameters": true}),
-        ));
+        return Err(ApiError::NothingToChange);
     }
     let patch = members(&body, false)?;
     if patch.is_empty() {
         // Only read-only fields were sent.
-        return Err(reply(
-            StatusCode::BAD_REQUEST,
-            json!({"missing_parameters": true}),
-        ));
+        return Err(ApiError::NothingToChange);
     }
-    let group = s
-        .manager
-        .patch_device_group(&name, patch)
-        .await
-        .map_err(dg_error)?;
+    let group = s.manager.patch_device_group(&name, patch).await?;
     cache.invalidate(&name);
     Ok(reply(StatusCode::ACCEPTED, doc(&group)))
 }
@@ -404,11 +296,7 @@ pub(crate) async fn prune_one(
     Path(dg): Path<String>,
 ) -> Reply {
     let name = group_name(&dg)?;
-    let group = s
-        .manager
-        .prune_device_group(&name)
-        .await
-        .map_err(dg_error)?;
+    let group = s.manager.prune_device_group(&name).await?;
     cache.invalidate(&name);
     Ok(reply(StatusCode::ACCEPTED, doc(&group)))
 }
@@ -419,7 +307,7 @@ pub(crate) async fn prune_all(
 ) -> Reply {
     let result = s.manager.prune_all_device_groups().await;
     cache.clear();
-    let prune_ids = result.map_err(dg_error)?;
+    let prune_ids = result?;
     Ok(reply(
         StatusCode::ACCEPTED,
         json!({ "prune_ids": prune_ids }),
@@ -458,9 +346,8 @@ pub(crate) async fn info(
     let cached = match cache.get(&name) {
         Ok(hit) => hit,
         Err(generation) => {
-            let info = s.manager.device_group_info(&name).await.map_err(dg_error)?;
-            let body = serde_json::to_vec(&info)
-                .map_err(|e| ApiError::Internal(e.to_string()).render(Dialect::V2))?;
+            let info = s.manager.device_group_info(&name).await?;
+            let body = serde_json::to_vec(&info).map_err(|e| ApiError::Internal(e.to_string()))?;
             let fresh = Arc::new(CachedInfo {
                 etag: etag_of(&body),
                 body: Bytes::from(body),
@@ -532,8 +419,7 @@ mod tests {
         cache.insert(&dg("c"), entry("c"), g);
         assert!(cache.get(&dg("b")).is_err(), "b was the oldest");
         assert!(cache.get(&dg("a")).is_ok() && cache.get(&dg("c")).is_ok());
-        assert_eq!(cache.lock().slots.len(), 2);
-        assert_eq!(cache.lock().order.len(), 2);
+        assert_eq!(cache.0.len(), 2);
     }
 
     #[test]

@@ -6,25 +6,20 @@
 //! read answer 400 naming the parameter (the original ignored a bad integer and failed with a
 //! 500 on a bad filter or id).
 
-// Handlers answer errors as ready responses; their size is irrelevant next to the I/O.
-#![allow(clippy::result_large_err)]
-
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use axum::response::IntoResponse;
 use axum::{Extension, Json};
 use nebula_core::model::AppName;
 use nebula_core::report::{
-    MAX_PAGE_SIZE, ReportError, ReportFilter, ReportId, ReportQuery, TimeFilter, WorkerReport,
+    MAX_PAGE_SIZE, ReportFilter, ReportId, ReportQuery, TimeFilter, WorkerReport,
 };
-use nebula_core::store::StoreError;
 use nebula_core::validate::FieldError;
 use serde_json::{Map, Value, json};
 
 use super::{Body, Reply};
-use crate::error::{ApiError, Dialect};
 use crate::state::ApiState;
 
 /// How the API keeps reports.
@@ -49,28 +44,11 @@ fn now_ns() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
 
-fn report_error(e: ReportError) -> Response {
-    match e {
-        ReportError::Invalid(errors) => ApiError::Invalid(errors).render(Dialect::V2),
-        ReportError::AppNotFound => ApiError::AppNotFound.render(Dialect::V2),
-        ReportError::Store(StoreError::Unavailable(_)) => ApiError::Unavailable.render(Dialect::V2),
-        other => ApiError::Internal(other.to_string()).render(Dialect::V2),
-    }
-}
-
-fn invalid(e: FieldError) -> Response {
-    ApiError::from(e).render(Dialect::V2)
-}
-
 /// `POST /api/v2/reports`: a worker's report; 200 `{"_id": {"$oid": <id>}}`.
 pub(crate) async fn insert(State(state): State<ApiState>, Body(body): Body) -> Reply {
     let report: WorkerReport = serde_json::from_value(Value::Object(body))
-        .map_err(|e| invalid(FieldError::new("body", format!("must be a report: {e}"))))?;
-    let id = state
-        .manager
-        .insert_report(report, now_ns())
-        .await
-        .map_err(report_error)?;
+        .map_err(|e| FieldError::new("body", format!("must be a report: {e}")))?;
+    let id = state.manager.insert_report(report, now_ns()).await?;
     Ok(Json(json!({"_id": {"$oid": id.to_string()}})).into_response())
 }
 
@@ -141,12 +119,11 @@ pub(crate) async fn list(
     Extension(config): Extension<ReportsConfig>,
     Query(pairs): Query<Vec<(String, String)>>,
 ) -> Reply {
-    let query = query(&pairs).map_err(invalid)?;
+    let query = query(&pairs)?;
     let page = state
         .manager
         .list_reports(&query, now_ns(), config.ttl)
-        .await
-        .map_err(report_error)?;
+        .await?;
     let Some(last) = page.last_id().cloned() else {
         return Ok(Json(json!({"data": null, "last_id": null})).into_response());
     };
@@ -171,12 +148,11 @@ pub(crate) async fn app_status(
     Extension(config): Extension<ReportsConfig>,
     Path(app): Path<String>,
 ) -> Reply {
-    let name = AppName::parse(&app).map_err(invalid)?;
+    let name = AppName::parse(&app)?;
     let view = state
         .manager
         .app_status(&name, now_ns(), config.ttl)
-        .await
-        .map_err(report_error)?;
+        .await?;
     Ok((StatusCode::OK, Json(view)).into_response())
 }
 

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use axum::response::IntoResponse;
 use axum::{Extension, Json};
 use nebula_core::users::{
     Access, Grants, User, UserGroup, UserGroupPatch, UserUpdate, validate_user_group_name,
@@ -22,20 +22,10 @@ use crate::auth::{Authenticator, MAX_SECRET_BYTES};
 use crate::error::ApiError;
 use crate::state::ApiState;
 
-type Reply = Result<Response, ApiError>;
+use super::Reply;
 
 fn ok(body: Value) -> Reply {
     Ok((StatusCode::OK, Json(body)).into_response())
-}
-
-/// 400 `{"missing_parameters": true}`: an update with nothing to change (a ready reply, as the
-/// app routes answer it).
-fn nothing_to_update() -> Reply {
-    Ok((
-        StatusCode::BAD_REQUEST,
-        Json(json!({ "missing_parameters": true })),
-    )
-        .into_response())
 }
 
 fn user_doc(user: &User) -> Value {
@@ -132,13 +122,13 @@ pub(crate) async fn update_user(
 ) -> Reply {
     user_name(&user)?;
     if body.is_empty() {
-        return nothing_to_update();
+        return Err(ApiError::NothingToChange);
     }
     check_keys(&body, &USER_FIELDS, &USER_READ_ONLY)?;
     let password = secret(&body, "password")?;
     let token = secret(&body, "token")?;
     if password.is_none() && token.is_none() {
-        return nothing_to_update();
+        return Err(ApiError::NothingToChange);
     }
     // The original's reply for a missing user here is `{"user_name": false}`.
     let missing = ApiError::Exists {
@@ -331,11 +321,11 @@ pub(crate) async fn update_group(
 ) -> Reply {
     validate_user_group_name(&group)?;
     if body.is_empty() {
-        return nothing_to_update();
+        return Err(ApiError::NothingToChange);
     }
     let patch = group_patch(&body)?;
     if patch.is_empty() {
-        return nothing_to_update();
+        return Err(ApiError::NothingToChange);
     }
     ok(group_doc(
         &state.manager.update_user_group(&group, patch).await?,
