@@ -8,6 +8,7 @@
 //! the backend crates. In-memory fakes of all three traits and the contract suites every backend
 //! must pass live in [`testing`], behind the `testing` feature.
 
+pub mod backoff;
 pub mod bus;
 pub mod cohort;
 pub mod container;

@@ -33,6 +33,7 @@ use rand::Rng;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
+use crate::backoff::Backoff;
 use crate::bus::{Bus, BusMessage, Delivery, Subscription, Topic};
 use crate::container::{
     ContainerSpec, LABEL_CONTAINER_TYPE, LABEL_ORCHESTRATOR, LABEL_OWNER, LABEL_SPEC_HASH,
@@ -810,7 +811,7 @@ impl Worker {
         let mut next_check_in = Instant::now();
         let mut next_reconcile = Instant::now() + self.config.reconcile_every;
         let mut resubscribe_at = Instant::now();
-        let mut backoff = FIRST_RESUBSCRIBE;
+        let mut backoff = resubscribe_backoff();
         let mut subscribed_before = false;
         loop {
             if subscription.is_none()
@@ -820,7 +821,7 @@ impl Worker {
                 match bus.subscribe(&self.config.selection.topics()).await {
                     Ok(s) => {
                         subscription = Some(s);
-                        backoff = FIRST_RESUBSCRIBE;
+                        backoff.reset();
                         // Anything published while we were away is picked up by a full
                         // resync: at once at start, spread over `resync_spread` after a loss.
                         let resync = if subscribed_before {
@@ -832,10 +833,9 @@ impl Worker {
                         subscribed_before = true;
                     }
                     Err(e) => {
-                        let wait = jittered(backoff);
+                        let wait = backoff.next();
                         tracing::warn!(error = %e, retry_in_ms = wait.as_millis(), "bus subscribe failed");
                         resubscribe_at = Instant::now() + wait;
-                        backoff = (backoff * 2).min(MAX_RESUBSCRIBE);
                     }
                 }
             }
@@ -864,7 +864,9 @@ impl Worker {
                 Event::Bus(None) => {
                     tracing::warn!("bus subscription lost; resubscribing");
                     subscription = None;
-                    resubscribe_at = Instant::now() + jittered(backoff);
+                    // The first attempt waits the first step; the backoff grows only
+                    // when an attempt fails.
+                    resubscribe_at = Instant::now() + backoff.current();
                     continue;
                 }
             }
@@ -890,10 +892,10 @@ const FIRST_RESUBSCRIBE: Duration = Duration::from_millis(200);
 /// The longest wait between subscribe attempts.
 const MAX_RESUBSCRIBE: Duration = Duration::from_secs(30);
 
-/// `wait` scaled by a random factor in [0.5, 1]: a fleet that lost its broker at the same
-/// moment does not come back in lockstep.
-fn jittered(wait: Duration) -> Duration {
-    wait.mul_f64(rand::random_range(0.5..=1.0))
+/// The resubscribe backoff: each wait scaled by a random factor in [0.5, 1], so a fleet that
+/// lost its broker at the same moment does not come back in lockstep.
+fn resubscribe_backoff() -> Backoff {
+    Backoff::new(FIRST_RESUBSCRIBE, MAX_RESUBSCRIBE).jitter(0.5..=1.0)
 }
 
 #[allow(clippy::large_enum_variant)] // one event at a time

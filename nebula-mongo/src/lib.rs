@@ -93,6 +93,7 @@ use mongodb::options::{
     Acknowledgment, ClientOptions, ConnectionString, IndexOptions, WriteConcern,
 };
 use mongodb::{Client, Database, IndexModel};
+use nebula_core::backoff::Backoff;
 use nebula_core::store::{Collection, Expect, Store, StoreError, Stored};
 
 /// The default database (`schema_name`), as the original.
@@ -433,11 +434,12 @@ impl MongoStore {
         Fut: Future<Output = Result<T, MongoError>>,
     {
         let mut retried = false;
-        let mut delay = FIRST_BACKOFF;
+        let mut backoff = Backoff::new(FIRST_BACKOFF, FIRST_BACKOFF * 16).factor(4);
         let mut attempt = 1;
         loop {
             match op().await {
                 Err(e) if attempt < ATTEMPTS && is_transient(&e) => {
+                    let delay = backoff.next();
                     tracing::warn!(
                         attempt,
                         error = %e,
@@ -445,7 +447,6 @@ impl MongoStore {
                     );
                     retried = true;
                     tokio::time::sleep(delay).await;
-                    delay *= 4;
                     attempt += 1;
                 }
                 result => return Attempted { result, retried },

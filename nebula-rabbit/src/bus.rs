@@ -12,6 +12,7 @@ use lapin::options::{
 use lapin::types::{AMQPValue, FieldArray, FieldTable, LongString, ShortString};
 use lapin::uri::{AMQPAuthority, AMQPQueryString, AMQPScheme, AMQPUri, AMQPUserInfo};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ErrorKind, ExchangeKind};
+use nebula_core::backoff::Backoff;
 use nebula_core::bus::{BusError, BusMessage, Delivery, Subscription, Topic};
 use tokio::sync::{Mutex, mpsc};
 use tokio::time::Instant;
@@ -54,14 +55,26 @@ struct Inner {
     state: Mutex<State>,
 }
 
-#[derive(Default)]
 struct State {
     link: Option<Link>,
     /// No connection attempt before this instant.
     retry_at: Option<Instant>,
-    backoff: Duration,
+    backoff: Backoff,
     last_error: String,
     generation: u64,
+}
+
+impl Default for State {
+    fn default() -> Self {
+        Self {
+            link: None,
+            retry_at: None,
+            // Jitter spreads a fleet's reconnects after a broker restart.
+            backoff: Backoff::new(FIRST_BACKOFF, MAX_BACKOFF).jitter(0.5..=1.0),
+            last_error: String::new(),
+            generation: 0,
+        }
+    }
 }
 
 /// One open connection and the publisher channel on it (opened at the first publish).
@@ -172,7 +185,7 @@ impl RabbitBus {
             Ok(conn) => {
                 state.generation += 1;
                 state.retry_at = None;
-                state.backoff = Duration::ZERO;
+                state.backoff.reset();
                 let conn = Arc::new(conn);
                 state.link = Some(Link {
                     conn: conn.clone(),
@@ -183,13 +196,7 @@ impl RabbitBus {
                 Ok((conn, state.generation))
             }
             Err(e) => {
-                state.backoff = if state.backoff.is_zero() {
-                    FIRST_BACKOFF
-                } else {
-                    (state.backoff * 2).min(MAX_BACKOFF)
-                };
-                // Jitter spreads a fleet's reconnects after a broker restart.
-                let wait = state.backoff.mul_f64(rand::random_range(0.5..=1.0));
+                let wait = state.backoff.next();
                 state.retry_at = Some(now + wait);
                 state.last_error.clone_from(&e);
                 tracing::warn!(broker = %self.inner.endpoint, error = %e, retry_in_ms = wait.as_millis(), "cannot connect to RabbitMQ");

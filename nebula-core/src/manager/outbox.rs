@@ -27,6 +27,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::Notify;
 
 use super::Manager;
+use crate::backoff::Backoff;
 use crate::bus::{Bus, BusMessage};
 use crate::cron_job::CronJob;
 use crate::device_group::{DeviceGroup, DeviceGroupInfo, DeviceGroupName};
@@ -227,7 +228,7 @@ impl Manager {
             return;
         };
         tokio::pin!(stop);
-        let mut retry = Duration::ZERO;
+        let mut retry = Backoff::new(FIRST_RETRY, MAX_RETRY).jitter(0.5..=1.0);
         loop {
             let settled = match self.sweep(bus.as_ref()).await {
                 Ok(swept) => {
@@ -241,15 +242,10 @@ impl Manager {
                 }
             };
             let wait = if settled {
-                retry = Duration::ZERO;
+                retry.reset();
                 SWEEP_INTERVAL
             } else {
-                retry = if retry.is_zero() {
-                    FIRST_RETRY
-                } else {
-                    (retry * 2).min(MAX_RETRY)
-                };
-                retry.mul_f64(rand::random_range(0.5..=1.0))
+                retry.next()
             };
             tokio::select! {
                 () = &mut stop => return,
