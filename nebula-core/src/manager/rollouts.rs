@@ -606,7 +606,7 @@ impl Manager {
         .map_err(RolloutError::from)?;
         if let Some(app) = changed {
             tracing::info!(app = %app.app_name, app_id = app.app_id, rollout_id = rollout.rollout_id, threshold_bp = rollout.cohort.threshold_bp, "app follows its fleet rollout");
-            self.publish_app(&app).await;
+            let _ = self.publish_app(app).await;
         }
         Ok(())
     }
