@@ -426,7 +426,7 @@ impl EngineConfig {
         if parallelism == 0 {
             l.error("NEBULA_PARALLELISM must be at least 1");
         }
-        Self {
+        let mut settings = Self {
             docker_host: l.string("docker_host"),
             worker: WorkerConfig {
                 selection,
@@ -438,9 +438,12 @@ impl EngineConfig {
                 registry_auth,
                 owner: None,
                 resync_spread: l.seconds("nebula_resync_spread", 10, 0),
+                hostname: String::new(),
             },
             report: ReportSettings::read(l),
-        }
+        };
+        settings.worker.hostname = settings.report.hostname.clone();
+        settings
     }
 }
 

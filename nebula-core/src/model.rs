@@ -472,6 +472,21 @@ impl App {
         }
     }
 
+    /// The app as `host` runs it: with the candidate as its spec while a fleet rollout puts
+    /// the host in its cohort (the rule stays, for reports and pre-pull). Everything that plans
+    /// or reports a host's containers works on this.
+    #[must_use]
+    pub fn resolved_for(&self, host: &str) -> std::borrow::Cow<'_, Self> {
+        match &self.fleet_rollout {
+            Some(rule) if rule.runs_candidate(host) => {
+                let mut app = self.clone();
+                app.spec = rule.candidate.clone();
+                std::borrow::Cow::Owned(app)
+            }
+            _ => std::borrow::Cow::Borrowed(self),
+        }
+    }
+
     /// Whether replacements of this app roll out in waves.
     #[must_use]
     pub fn rolls(&self) -> bool {

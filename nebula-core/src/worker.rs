@@ -142,6 +142,9 @@ pub struct WorkerConfig {
     /// this, so a fleet reconnecting after a broker restart does not call its managers all
     /// at once (what was published meanwhile waits in the worker's queue). 10 s.
     pub resync_spread: Duration,
+    /// The host's name, as its reports carry it: a fleet rollout's rule decides from it
+    /// whether this host runs the candidate.
+    pub hostname: String,
 }
 
 impl Default for WorkerConfig {
@@ -156,6 +159,7 @@ impl Default for WorkerConfig {
             registry_auth: None,
             owner: None,
             resync_spread: Duration::from_secs(10),
+            hostname: String::new(),
         }
     }
 }
@@ -642,6 +646,7 @@ impl Worker {
         let mut requeue: Option<Duration> = None;
         let mut prune = false;
         for (name, app) in &self.desired {
+            let app = &*app.resolved_for(&self.config.hostname);
             let containers = by_app.remove(name.as_str()).unwrap_or_default();
             let mut plan = plan_app(app, host, &containers, now);
             for p in &plan.problems {

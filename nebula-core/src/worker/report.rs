@@ -23,8 +23,8 @@ use crate::container::{LABEL_ORCHESTRATOR, LABEL_OWNER, LABEL_SPEC_HASH, ORCHEST
 use crate::container::{ObservedContainer, app_container};
 use crate::cron_schedule::cron_job_of;
 use crate::report::{
-    ConfigSummary, ContainerReport, CpuUsage, DiskUsage, HeldApp, MemoryUsage, WorkerReport,
-    app_status, container_report,
+    ConfigSummary, ContainerReport, CpuUsage, DiskUsage, HeldApp, HostRollout, MemoryUsage,
+    WorkerReport, app_status, container_report,
 };
 use crate::runtime::RuntimeError;
 use crate::schedule::slot_of;
@@ -251,8 +251,18 @@ impl Worker {
         let mut held = BTreeMap::new();
         for (name, app) in &self.desired {
             let containers = by_app.get(name.as_str()).map_or(&[][..], Vec::as_slice);
+            let app = &*app.resolved_for(hostname);
             let mut status = app_status(app, host, containers);
             status.pull_fallback = self.pull_fallbacks.get(name).cloned();
+            status.fleet_rollout = app.fleet_rollout.as_ref().map(|rule| {
+                let on_candidate = rule.runs_candidate(hostname);
+                HostRollout {
+                    rollout_id: rule.rollout_id,
+                    on_candidate,
+                    // Running candidate containers prove the image is here.
+                    candidate_image_present: on_candidate && status.converged,
+                }
+            });
             apps_status.insert(name.to_string(), status);
             held.insert(
                 name.to_string(),

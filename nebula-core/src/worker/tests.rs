@@ -1124,3 +1124,83 @@ async fn a_fleet_that_lost_its_broker_resyncs_spread_out_not_at_once() {
         h.await.unwrap();
     }
 }
+
+#[tokio::test]
+async fn a_fleet_rollout_rule_moves_only_the_hosts_in_its_cohort() {
+    use crate::report::HostRollout;
+    use crate::worker::report::HostUsage;
+
+    let rig = Rig::new();
+    rig.create("site", 1.0).await;
+    let other_rt = FakeRuntime::new(2, &[IMAGE, "site:v2"]);
+    let on = |rt: &FakeRuntime, host: &str| {
+        Worker::new(
+            Arc::new(rt.clone()),
+            Arc::new(rig.manager.clone()),
+            None,
+            WorkerConfig {
+                selection: Selection::All,
+                hostname: host.into(),
+                ..WorkerConfig::default()
+            },
+        )
+    };
+    let mut canary = on(&rig.rt, "canary-1");
+    let mut other = on(&other_rt, "w-2");
+    for w in [&mut canary, &mut other] {
+        w.sync().await.unwrap();
+        w.reconcile().await;
+    }
+    rig.rt.clear_calls();
+    other_rt.clear_calls();
+    let now_ns = u64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos(),
+    )
+    .unwrap();
+    rig.manager
+        .start_fleet_rollout(
+            &app("site"),
+            AppPatch {
+                docker_image: Some("site:v2".into()),
+                ..AppPatch::default()
+            },
+            serde_json::from_value(serde_json::json!({"canary_hosts": ["canary-1"]})).unwrap(),
+            "user:test",
+            crate::manager::FleetWindow::default(),
+            now_ns,
+        )
+        .await
+        .unwrap();
+    for w in [&mut canary, &mut other] {
+        assert!(w.sync().await.unwrap(), "the app's document changed");
+        w.reconcile().await;
+    }
+    assert!(
+        rig.rt.calls().contains(&Call::Pull("site:v2".into())),
+        "{:?}",
+        rig.rt.calls()
+    );
+    assert!(other_rt.calls().is_empty(), "{:?}", other_rt.calls());
+
+    let standing = |report: crate::report::WorkerReport| report.apps_status["site"].fleet_rollout;
+    let report = canary
+        .build_report("canary-1", HostUsage::default(), 0)
+        .await
+        .unwrap();
+    assert_eq!(
+        standing(report),
+        Some(HostRollout {
+            rollout_id: 1,
+            on_candidate: true,
+            candidate_image_present: true
+        })
+    );
+    let report = other
+        .build_report("w-2", HostUsage::default(), 0)
+        .await
+        .unwrap();
+    assert_eq!(standing(report).map(|s| s.on_candidate), Some(false));
+}
