@@ -466,10 +466,14 @@ impl App {
     /// cohort, else the app's own.
     #[must_use]
     pub fn spec_for(&self, host: &str) -> &AppSpec {
-        match &self.fleet_rollout {
-            Some(rule) if rule.runs_candidate(host) => &rule.candidate,
-            _ => &self.spec,
-        }
+        self.candidate_for(host).unwrap_or(&self.spec)
+    }
+
+    fn candidate_for(&self, host: &str) -> Option<&AppSpec> {
+        self.fleet_rollout
+            .as_ref()
+            .filter(|rule| rule.runs_candidate(host))
+            .map(|rule| &rule.candidate)
     }
 
     /// The app as `host` runs it: with the candidate as its spec while a fleet rollout puts
@@ -477,13 +481,13 @@ impl App {
     /// or reports a host's containers works on this.
     #[must_use]
     pub fn resolved_for(&self, host: &str) -> std::borrow::Cow<'_, Self> {
-        match &self.fleet_rollout {
-            Some(rule) if rule.runs_candidate(host) => {
+        match self.candidate_for(host) {
+            Some(candidate) => {
                 let mut app = self.clone();
-                app.spec = rule.candidate.clone();
+                app.spec = candidate.clone();
                 std::borrow::Cow::Owned(app)
             }
-            _ => std::borrow::Cow::Borrowed(self),
+            None => std::borrow::Cow::Borrowed(self),
         }
     }
 

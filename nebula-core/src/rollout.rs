@@ -406,10 +406,11 @@ impl FleetRollout {
         if observed.reported_ns < fleet.online_since_ns {
             return HostState::Offline;
         }
+        // What the host says of this rollout (not of an earlier one).
         let app = observed
             .app
             .as_ref()
-            .filter(|a| a.rollout_id.is_none_or(|id| id == self.rollout_id) || !a.on_candidate);
+            .filter(|a| a.rollout_id == Some(self.rollout_id));
         let Some(entered) = self.entered_ns(&observed.host) else {
             return if app.is_some_and(|a| a.candidate_image_present) {
                 HostState::Prefetched
@@ -417,8 +418,7 @@ impl FleetRollout {
                 HostState::Stable
             };
         };
-        let on_candidate = app.filter(|a| a.on_candidate && a.rollout_id == Some(self.rollout_id));
-        if let Some(a) = on_candidate {
+        if let Some(a) = app.filter(|a| a.on_candidate) {
             if a.failing {
                 return HostState::Failed;
             }
@@ -611,7 +611,12 @@ impl FleetRollout {
 
     /// The threshold the current stage aims at.
     fn stage_target(&self, fleet: &Fleet<'_>) -> u32 {
-        match self.stages.get(self.stage).map(|s| &s.kind) {
+        self.target_of(self.stage, fleet)
+    }
+
+    /// The threshold stage `stage` aims at, from where the cohort is now.
+    fn target_of(&self, stage: usize, fleet: &Fleet<'_>) -> u32 {
+        match self.stages.get(stage).map(|s| &s.kind) {
             Some(StageKind::Threshold(bp)) => (*bp).max(self.cohort.threshold_bp),
             Some(StageKind::Count(n)) => {
                 let known = self.known_hosts(fleet);
@@ -750,16 +755,11 @@ impl FleetRollout {
         if self.policy.prefetch.mode != PrefetchMode::NextStep {
             return;
         }
-        let mut ahead = self.cohort.threshold_bp;
-        for stage in self.stage..self.stages.len() {
-            let saved = self.stage;
-            self.stage = stage;
-            ahead = ahead.max(self.stage_target(fleet));
-            self.stage = saved;
-            if ahead > self.cohort.threshold_bp {
-                break;
-            }
-        }
+        // The first stage from here that takes in more hosts.
+        let ahead = (self.stage..self.stages.len())
+            .map(|stage| self.target_of(stage, fleet))
+            .find(|bp| *bp > self.cohort.threshold_bp)
+            .unwrap_or(self.cohort.threshold_bp);
         if ahead > self.prefetch_bp {
             let more = fleet
                 .hosts

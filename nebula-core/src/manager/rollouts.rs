@@ -363,14 +363,14 @@ impl Manager {
         by: &str,
         now_ns: u64,
     ) -> Result<FleetRollout, RolloutError> {
-        if app.fleet_rollout.is_some() {
-            // The rule of an ended rollout is still being removed: the next tick does it.
-            if let Ok(old) = self.get_fleet_rollout(&app.app_name).await
-                && !old.phase.is_terminal()
-            {
+        let last_id = match self.get_fleet_rollout(&app.app_name).await {
+            Ok(old) if !old.phase.is_terminal() && old.app_incarnation == app.incarnation => {
                 return Err(RolloutError::Active(old.rollout_id));
             }
-        }
+            Ok(old) => old.rollout_id,
+            Err(RolloutError::NoRollout) => 0,
+            Err(e) => return Err(e),
+        };
         let mut spec = app.spec.clone();
         candidate.apply(&mut spec);
         validate::spec(&spec).map_err(|errors| {
@@ -387,11 +387,6 @@ impl Manager {
                 "must change at least one field of the app",
             )]));
         }
-        let last_id = match self.get_fleet_rollout(&app.app_name).await {
-            Ok(r) => r.rollout_id,
-            Err(RolloutError::NoRollout) => 0,
-            Err(e) => return Err(e),
-        };
         FleetRollout::start(
             app.app_name.clone(),
             last_id + 1,
@@ -584,13 +579,10 @@ impl Manager {
             let before = app.clone();
             match (&rollout.phase, wanted) {
                 (Phase::Succeeded, _) => {
-                    if app.fleet_rollout.is_some() || app.spec != rollout.candidate {
+                    if app.fleet_rollout.take().is_some() {
                         let running = app.spec.running;
-                        if app.fleet_rollout.is_some() {
-                            app.spec = rollout.candidate.clone();
-                            app.spec.running = running;
-                        }
-                        app.fleet_rollout = None;
+                        app.spec = rollout.candidate.clone();
+                        app.spec.running = running;
                     }
                 }
                 (_, None) => app.fleet_rollout = None,

@@ -224,51 +224,29 @@ async fn two_managers_on_one_store_advance_a_rollout_once() {
 async fn one_rollout_at_a_time_and_bad_input_changes_nothing() {
     let fleet = Fleet::new(5, 1, false).await;
     let m = fleet.managers[0].clone();
-    let err = m
-        .start_fleet_rollout(
-            &name(),
-            patch("site:1"),
-            FleetPolicy::default(),
-            "u",
-            window(),
-            fleet.now,
-        )
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(&err, RolloutError::Invalid(e) if e[0].field == "candidate"),
-        "{err}"
-    );
-    let err = m
-        .start_fleet_rollout(
-            &name(),
+    let bad = [
+        (patch("site:1"), FleetPolicy::default(), "candidate"),
+        (
             patch("Not An Image"),
             FleetPolicy::default(),
-            "u",
-            window(),
-            fleet.now,
-        )
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(&err, RolloutError::Invalid(e) if e[0].field == "candidate.docker_image"),
-        "{err}"
-    );
-    let err = m
-        .start_fleet_rollout(
-            &name(),
+            "candidate.docker_image",
+        ),
+        (
             patch("site:2"),
             policy(serde_json::json!({"steps": [{"percent": 0}]})),
-            "u",
-            window(),
-            fleet.now,
-        )
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(&err, RolloutError::Invalid(e) if e[0].field == "policy.steps[0].percent"),
-        "{err}"
-    );
+            "policy.steps[0].percent",
+        ),
+    ];
+    for (candidate, p, field) in bad {
+        let err = m
+            .start_fleet_rollout(&name(), candidate, p, "u", window(), fleet.now)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, RolloutError::Invalid(e) if e[0].field == field),
+            "{field}: {err}"
+        );
+    }
     assert!(matches!(
         m.get_fleet_rollout(&name()).await,
         Err(RolloutError::NoRollout)
@@ -362,7 +340,7 @@ async fn a_dry_run_sizes_the_steps_for_the_fleet_as_it_is() {
 
 #[tokio::test]
 async fn a_deleted_app_ends_its_rollout() {
-    let mut fleet = Fleet::new(5, 1, false).await;
+    let fleet = Fleet::new(5, 1, false).await;
     let m = fleet.managers[0].clone();
     m.start_fleet_rollout(
         &name(),
@@ -378,5 +356,4 @@ async fn a_deleted_app_ends_its_rollout() {
     m.drive_fleet_rollouts(window(), fleet.now).await.unwrap();
     let r = m.get_fleet_rollout(&name()).await.unwrap();
     assert!(matches!(r.phase, Phase::Reverted { .. }), "{:?}", r.phase);
-    fleet.now += S;
 }
